@@ -1,0 +1,361 @@
+"""The Gemini client (google-genai): chat history in, reply text out, provider failures mapped to AiError."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from google import genai
+    from google.genai import types
+
+DEFAULT_MODEL = "gemini-2.5-flash"
+
+# Finish reasons that mean "stopped by a safety or policy filter" rather than "done"; a retry
+# gets the same answer, so these end the reply as blocked (names from google.genai.types.FinishReason).
+BLOCKING_FINISH_REASONS = frozenset(
+    {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "MODEL_ARMOR"}
+    | {"IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"}
+)
+
+
+def preload() -> None:
+    """Import the SDK now, in one thread: concurrent first imports from worker threads can deadlock."""
+    from google import genai  # noqa: F401
+    from google.genai import errors, types  # noqa: F401
+    _transport_error_types()
+
+
+@dataclass(frozen=True)
+class GeminiSettings:
+    """How to reach Gemini; frozen and hashable so one client can be cached per distinct settings."""
+
+    api_key: str | None
+    model: str = DEFAULT_MODEL
+    base_url: str | None = None  # None = Google's endpoint
+    timeout: float = 30.0  # seconds per call (per read gap when streaming)
+    system_instruction: str | None = None
+    history_token_budget: int = 8000
+
+    def __post_init__(self) -> None:
+        # A zero timeout would silently mean "no timeout" to the SDK, so refuse it loudly.
+        if not self.timeout > 0:
+            raise ValueError(f"GEMINI_TIMEOUT must be a positive number of seconds, got {self.timeout!r}")
+        if self.history_token_budget < 1:
+            raise ValueError(
+                f"GEMINI_HISTORY_TOKEN_BUDGET must be a positive integer, got {self.history_token_budget!r}"
+            )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> GeminiSettings:
+        """Read the GEMINI_* keys of a dict-like config (Flask app.config); blank strings count as unset."""
+
+        def text(key: str) -> str | None:
+            value = config.get(key)
+            return (str(value).strip() or None) if value is not None else None
+
+        timeout = config.get("GEMINI_TIMEOUT")
+        budget = config.get("GEMINI_HISTORY_TOKEN_BUDGET")
+        return cls(
+            api_key=text("GEMINI_API_KEY"),
+            model=text("GEMINI_MODEL") or DEFAULT_MODEL,
+            base_url=text("GEMINI_BASE_URL"),
+            timeout=float(timeout) if timeout not in (None, "") else 30.0,
+            system_instruction=text("GEMINI_SYSTEM_INSTRUCTION"),
+            history_token_budget=int(budget) if budget not in (None, "") else 8000,
+        )
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a chatroom's history, oldest first."""
+
+    role: str  # "user" or "model"
+    text: str
+
+
+class AiError(Exception):
+    """A reply that could not be produced; .code is a stable snake_case code, .message readable, .transient says whether a retry may help."""
+
+    def __init__(self, code: str, message: str, transient: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.transient = transient
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Task queues pickle exceptions; the default reduce would call __init__ with the message only.
+        return (type(self), (self.code, self.message, self.transient))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r}, transient={self.transient})"
+
+
+class AiBlocked(AiError):
+    """Gemini refused the prompt or stopped the answer for safety/policy reasons; retrying will not help."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(code, message, transient=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.message))
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimate tokens as ceil(UTF-8 bytes / 4), about right for Gemini on English and safe for other scripts."""
+    # An estimate on purpose: the SDK's local tokenizer downloads model files and count_tokens costs a call.
+    return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+def build_contents(history: Sequence[Turn], budget_tokens: int) -> list[types.Content]:
+    """Keep the newest turns that fit in the budget (always keep the last user turn, truncated from the front if it alone exceeds it), merge consecutive same-role turns, and drop leading model turns so the first content is a user turn."""
+    from google.genai import types
+
+    if budget_tokens < 1:
+        raise ValueError(f"budget_tokens must be positive, got {budget_tokens}")
+    for turn in history:
+        if turn.role not in ("user", "model"):
+            raise ValueError(f"unknown turn role {turn.role!r}; expected 'user' or 'model'")
+    # Gemini rejects empty parts, and anything after the last user turn is not what we are answering.
+    turns = [turn for turn in history if turn.text.strip()]
+    last_user = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "user"), None)
+    if last_user is None:
+        return []
+    turns = turns[: last_user + 1]
+
+    newest = turns[-1]
+    used = estimate_tokens(newest.text)
+    if used > budget_tokens:
+        newest = Turn("user", _keep_tail(newest.text, budget_tokens))
+        used = estimate_tokens(newest.text)
+    kept = [newest]
+    for turn in reversed(turns[:-1]):
+        cost = estimate_tokens(turn.text)
+        if used + cost > budget_tokens:
+            break  # keep a contiguous recent window: a gap would make the conversation incoherent
+        kept.append(turn)
+        used += cost
+    kept.reverse()
+
+    merged: list[Turn] = []
+    for turn in kept:
+        if merged and merged[-1].role == turn.role:
+            merged[-1] = Turn(turn.role, f"{merged[-1].text}\n\n{turn.text}")
+        else:
+            merged.append(turn)
+    while merged and merged[0].role == "model":
+        merged.pop(0)
+    return [types.Content(role=t.role, parts=[types.Part(text=t.text)]) for t in merged]
+
+
+def _keep_tail(text: str, budget_tokens: int) -> str:
+    """The end of text within budget_tokens by estimate_tokens (the question usually sits at the end)."""
+    tail = text.encode("utf-8")[-budget_tokens * 4 :]
+    return tail.decode("utf-8", errors="ignore")  # drops a character cut in half at the front
+
+
+class GeminiClient:
+    """Generates replies with google-genai; one SDK client and its connection pool serve all calls and threads."""
+
+    def __init__(self, settings: GeminiSettings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._sdk: genai.Client | None = None
+        self._sdk_pid: int | None = None
+
+    def generate(self, history: Sequence[Turn]) -> str:
+        """Return Gemini's whole answer to the history, or raise AiError/AiBlocked."""
+        sdk, contents = self._prepare(history)
+        try:
+            response = sdk.models.generate_content(
+                model=self.settings.model, contents=contents, config=self._config()
+            )
+        except Exception as exc:
+            _raise_mapped(exc)
+        _raise_if_blocked(response)
+        text = response.text
+        if not text or not text.strip():
+            raise _empty_response()
+        return text
+
+    def stream(self, history: Sequence[Turn]) -> Iterator[str]:
+        """Yield Gemini's answer in text chunks as they arrive; raises the same errors as generate, also mid-stream."""
+        sdk, contents = self._prepare(history)
+        # A generator: nothing is sent until the first next(), where any error surfaces.
+        chunks = sdk.models.generate_content_stream(model=self.settings.model, contents=contents, config=self._config())
+        answered = False
+        try:
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    _raise_mapped(exc)
+                # A block can come after some text was yielded: the caller must drop what it got.
+                _raise_if_blocked(chunk)
+                text = chunk.text
+                if text:
+                    answered = answered or bool(text.strip())
+                    yield text
+        finally:
+            # Closing the SDK generator closes its HTTP response, so an abandoned or blocked
+            # stream releases its connection now rather than whenever it is garbage-collected.
+            if isinstance(chunks, Generator):
+                chunks.close()
+        if not answered:
+            raise _empty_response()
+
+    def close(self) -> None:
+        """Close the SDK client's connections (tests, shutdown); the next call opens a new one."""
+        with self._lock:
+            sdk, self._sdk = self._sdk, None
+        if sdk is not None:
+            sdk.close()
+
+    def _prepare(self, history: Sequence[Turn]) -> tuple[genai.Client, list[types.Content]]:
+        """Check the key before anything else, then build the request contents."""
+        if not self.settings.api_key:
+            raise AiError("ai_not_configured", "Gemini is not configured: set GEMINI_API_KEY.", transient=False)
+        contents = build_contents(history, self.settings.history_token_budget)
+        if not contents:
+            raise AiError("empty_prompt", "There is no user message to answer.", transient=False)
+        return self._client(), contents
+
+    def _client(self) -> genai.Client:
+        """The SDK client, built once per process: a forked child must not share the parent's sockets."""
+        with self._lock:
+            if self._sdk is None or self._sdk_pid != os.getpid():
+                self._sdk = _new_sdk_client(self.settings)
+                self._sdk_pid = os.getpid()
+            return self._sdk
+
+    def _config(self) -> types.GenerateContentConfig:
+        """Per-call config (the SDK may copy or adjust it, so it is not shared between threads)."""
+        from google.genai import types
+
+        return types.GenerateContentConfig(
+            system_instruction=self.settings.system_instruction or None,
+            # No tools are passed; disabling AFC skips the SDK's function-calling loop.
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            # Continuation re-sends a broken stream on its own; Huey owns retries.
+            automatic_continuation=False,
+        )
+
+
+def _new_sdk_client(settings: GeminiSettings) -> genai.Client:
+    """A google-genai client for the Gemini Developer API with the SDK's own retries off."""
+    # Imported here: google-genai costs ~50 MiB and ~0.5 s, which web workers that never call it should not pay.
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(
+        # Explicit vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not reroute us.
+        vertexai=False,
+        api_key=settings.api_key,
+        http_options=types.HttpOptions(
+            base_url=settings.base_url,
+            timeout=max(1, round(settings.timeout * 1000)),  # the SDK takes milliseconds
+            # One attempt: Huey retries with backoff; SDK retries would multiply the wait inside a worker.
+            retry_options=types.HttpRetryOptions(attempts=1),
+        ),
+    )
+
+
+_clients: dict[GeminiSettings, GeminiClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(settings: GeminiSettings) -> GeminiClient:
+    """The process-wide GeminiClient for these settings, so every task reuses one connection pool."""
+    with _clients_lock:
+        client = _clients.get(settings)
+        if client is None:
+            client = _clients[settings] = GeminiClient(settings)
+        return client
+
+
+def _raise_if_blocked(response: types.GenerateContentResponse) -> None:
+    """Raise AiBlocked when the prompt was refused or the first candidate was stopped by a filter."""
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        raise _blocked(_enum_name(feedback.block_reason), "the prompt")
+    if response.candidates:
+        reason = response.candidates[0].finish_reason
+        if reason is not None and _enum_name(reason) in BLOCKING_FINISH_REASONS:
+            raise _blocked(_enum_name(reason), "the answer")
+
+
+def _blocked(reason: str, what: str) -> AiBlocked:
+    """AiBlocked with a code that names the reason, e.g. blocked_safety."""
+    slug = "".join(c if c.isalnum() else "_" for c in reason.lower()).strip("_")
+    if not slug or slug.endswith("unspecified"):
+        return AiBlocked("safety_blocked", f"Gemini blocked {what} (reason not given).")
+    return AiBlocked(f"blocked_{slug}", f"Gemini blocked {what} (reason: {reason}).")
+
+
+def _enum_name(value: Any) -> str:
+    """The wire name of an SDK enum, or the raw string the SDK kept for a value it does not know."""
+    return str(getattr(value, "value", value))
+
+
+def _empty_response() -> AiError:
+    return AiError("empty_response", "Gemini returned no text.", transient=True)
+
+
+def _raise_mapped(exc: Exception) -> NoReturn:
+    """Raise the AiError for an SDK or transport failure; anything else propagates as is (a bug, not an outage)."""
+    from google.genai import errors
+
+    mapped: AiError | None = None
+    if isinstance(exc, errors.APIError):
+        mapped = _api_error(exc)
+    elif isinstance(exc, errors.UnknownApiResponseError):
+        mapped = AiError("provider_bad_response", "Gemini sent a response that is not JSON.", transient=True)
+    else:
+        timeouts, unreachable = _transport_error_types()
+        if isinstance(exc, timeouts):
+            mapped = AiError("provider_timeout", f"Gemini did not answer in time ({type(exc).__name__}).", True)
+        elif isinstance(exc, unreachable):
+            mapped = AiError("provider_unreachable", f"Connection to Gemini failed ({type(exc).__name__}): {exc}", True)
+    if mapped is None:
+        raise exc
+    raise mapped from exc
+
+
+def _api_error(exc: Any) -> AiError:
+    """Map an HTTP error status from Gemini (google.genai.errors.APIError) to an AiError."""
+    status = exc.code if isinstance(exc.code, int) else 0
+    detail = exc.message or str(exc)
+    if status == 429:
+        return AiError("rate_limited", f"Gemini rate limit or quota reached: {detail}", transient=True)
+    if status == 408:
+        return AiError("provider_timeout", f"Gemini timed out: {detail}", transient=True)
+    if 400 <= status < 500:
+        return AiError("provider_rejected", f"Gemini rejected the request ({status} {exc.status}): {detail}")
+    # 5xx, and any other status a proxy in between might invent.
+    return AiError("provider_unavailable", f"Gemini is unavailable ({status} {exc.status}): {detail}", transient=True)
+
+
+@functools.cache
+def _transport_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeouts, connection failures) that the SDK's sync client lets through unwrapped."""
+    # httpx2 is the SDK's default, httpx is used with GOOGLE_GENAI_HTTP_CLIENT=httpx; requests
+    # (Vertex mTLS only) and aiohttp (async client only) are never on our path.
+    import importlib
+
+    timeouts: list[type[BaseException]] = [TimeoutError]
+    unreachable: list[type[BaseException]] = [ConnectionError]
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        timeouts.append(module.TimeoutException)  # connect, read, write and pool timeouts
+        unreachable.append(module.TransportError)  # refused, reset, server hung up mid-response
+    return tuple(timeouts), tuple(unreachable)

@@ -1,0 +1,78 @@
+"""flask commands for operators: the worker, users, upkeep."""
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+
+
+def register(app: Flask) -> None:
+    """Attach the commands to the app's `flask` CLI."""
+    from gemini_backend.billing_cli import billing_cli
+    app.cli.add_command(worker)
+    app.cli.add_command(purge_expired)
+    app.cli.add_command(sweep_replies)
+    app.cli.add_command(create_user)
+    app.cli.add_command(billing_cli)
+
+
+@click.command("worker")
+@click.option("-w", "--workers", type=int, default=None, help="Worker threads (default WORKER_THREADS).")
+@click.option("-k", "--worker-type", type=click.Choice(["thread", "greenlet", "process"]), default="thread")
+@click.option("--graceful-signal", type=click.Choice(["INT", "TERM"]), default="INT",
+              help="Signal that finishes running tasks before exit (TERM for Docker/Kubernetes).")
+@with_appcontext
+def worker(workers: int | None, worker_type: str, graceful_signal: str) -> None:
+    """Run the Huey consumer that answers messages (SIGINT: finish running replies, then exit)."""
+    from huey.consumer_options import ConsumerConfig
+
+    from gemini_backend import ai, tasks
+    ai.preload()
+    tasks.bind_app(current_app._get_current_object())  # type: ignore[attr-defined]
+    # Redis queues block on reads; the SQLite queue is polled, so poll it often (replies start within 0.5 s).
+    polling = {} if current_app.config["QUEUE_URL"] else {"initial_delay": 0.05, "max_delay": 0.5}
+    config = ConsumerConfig(workers=workers or current_app.config["WORKER_THREADS"], worker_type=worker_type,
+                            graceful_signal=graceful_signal, scheduler_interval=5, check_worker_health=True,
+                            **polling)
+    config.validate()
+    config.setup_logger()
+    tasks.huey.create_consumer(**config.values).run()
+
+
+@click.command("purge-expired")
+@with_appcontext
+def purge_expired() -> None:
+    """Delete expired OTPs, revocations and idempotency keys now."""
+    from gemini_backend.services.upkeep import purge_expired_rows
+    click.echo(purge_expired_rows())
+
+
+@click.command("sweep-replies")
+@with_appcontext
+def sweep_replies() -> None:
+    """Re-enqueue stuck replies now (the worker also does this every minute)."""
+    from gemini_backend.services.replies import sweep_replies as sweep
+    click.echo(sweep())
+
+
+@click.command("create-user")
+@click.argument("phone")
+@click.option("--name", default=None)
+@click.option("--password", default=None, help="Optional; prompts are better than shell history.")
+@click.option("--pro", is_flag=True, help="Grant Pro by hand (no Stripe subscription).")
+@with_appcontext
+def create_user(phone: str, name: str | None, password: str | None, pro: bool) -> None:
+    """Create an account for PHONE (E.164 or a national number in PHONE_DEFAULT_REGION)."""
+    from gemini_backend.schemas.auth import SignupSchema
+    from gemini_backend.services.auth import sign_up
+    import marshmallow as ma
+    try:
+        data = SignupSchema().load({"phone": phone, "name": name, "password": password})
+    except ma.ValidationError as exc:
+        raise click.ClickException(str(exc.messages)) from None
+    user = sign_up(**data)
+    if pro:
+        from gemini_backend.extensions import db
+        user.pro_override = True
+        db.session.commit()
+    click.echo(f"created user {user.id} {user.phone} tier={user.tier}")

@@ -1,0 +1,190 @@
+"""Configuration from environment variables (and a `.env` file), with the aliases of API.md."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from dotenv import load_dotenv
+
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-" + "0123456789abcdef" * 3
+DEV_OTP_SECRET = "dev-only-otp-secret-change-me-" + "0123456789abcdef" * 3
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(RuntimeError):
+    """A setting that makes the app unsafe or unable to start."""
+
+
+def _first(env: Mapping[str, str], *names: str, default: str | None = None) -> str | None:
+    """Return the first non-empty variable among names (canonical name first, then aliases)."""
+    for name in names:
+        value = env.get(name)
+        if value not in (None, ""):
+            return value
+    return default
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept the `postgres://` spelling of hosting providers and pin the psycopg2 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path | None = None) -> dict[str, Any]:
+    """Build the Flask config dict from env (defaults to os.environ after reading `.env`)."""
+    if env is None:
+        load_dotenv(PROJECT_ROOT / ".env", override=False)
+        env = os.environ
+    instance = Path(instance_path or env.get("INSTANCE_PATH") or PROJECT_ROOT / "instance")
+    app_env = (env.get("APP_ENV") or "development").lower()
+    database_url = _first(env, "DATABASE_URL")
+    redis_url = _first(env, "REDIS_URL")
+    embedded = not redis_url
+
+    cfg: dict[str, Any] = {
+        "APP_ENV": app_env,
+        "TESTING": app_env == "test",
+        "INSTANCE_PATH": str(instance),
+        "EMBEDDED": embedded,
+        "PORT": _int(env, "PORT", 8000),
+        "SECRET_KEY": _first(env, "SECRET_KEY", "JWT_SECRET", "JWT_SECRET_KEY", default=DEV_JWT_SECRET),
+        # Database
+        "SQLALCHEMY_DATABASE_URI": sqlalchemy_url(database_url) if database_url
+        else f"sqlite:///{instance / 'gemini.db'}",
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 10),
+        "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 20),
+        "DB_POOL_TIMEOUT": _float(env, "DB_POOL_TIMEOUT", 5.0),
+        "DB_CONNECT_TIMEOUT": _int(env, "DB_CONNECT_TIMEOUT", 3),
+        # Redis: one URL, separate key prefixes, so clearing one store never touches another
+        "REDIS_URL": redis_url,
+        "REDIS_SOCKET_TIMEOUT": _float(env, "REDIS_SOCKET_TIMEOUT", 3.0),
+        "QUEUE_NAME": env.get("QUEUE_NAME") or "gemini",
+        # The queue may live on its own Redis; by default it shares REDIS_URL under its own key prefix.
+        "QUEUE_URL": env.get("QUEUE_URL") or redis_url,
+        "HUEY_SQLITE_PATH": str(instance / "huey.db"),
+        "HUEY_IMMEDIATE": _bool(env, "HUEY_IMMEDIATE", False),
+        "WORKER_THREADS": _int(env, "WORKER_THREADS", 4),
+        # JWT
+        "JWT_SECRET_KEY": _first(env, "JWT_SECRET", "JWT_SECRET_KEY", "ACCESS_TOKEN_SECRET", default=DEV_JWT_SECRET),
+        "JWT_ALGORITHM": "HS256",
+        "JWT_DECODE_ALGORITHMS": ["HS256"],
+        "JWT_ACCESS_TOKEN_EXPIRES": _int(env, "JWT_ACCESS_TOKEN_EXPIRES", 30 * 60),
+        "JWT_REFRESH_TOKEN_EXPIRES": _int(env, "JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600),
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ERROR_MESSAGE_KEY": "message",
+        # OTP
+        "OTP_SECRET": _first(env, "OTP_SECRET", default=DEV_OTP_SECRET),
+        "OTP_DELIVERY": (env.get("OTP_DELIVERY") or ("response" if app_env in ("development", "test") else "log")).lower(),
+        "OTP_TTL_SECONDS": _int(env, "OTP_TTL_SECONDS", 300),
+        "OTP_MAX_ATTEMPTS": _int(env, "OTP_MAX_ATTEMPTS", 5),
+        "PHONE_DEFAULT_REGION": (env.get("PHONE_DEFAULT_REGION") or "US").upper(),
+        "TWILIO_ACCOUNT_SID": env.get("TWILIO_ACCOUNT_SID"),
+        "TWILIO_AUTH_TOKEN": env.get("TWILIO_AUTH_TOKEN"),
+        "TWILIO_FROM": env.get("TWILIO_FROM"),
+        "TWILIO_API_BASE": env.get("TWILIO_API_BASE"),
+        # Gemini
+        "GEMINI_API_KEY": _first(env, "GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        "GEMINI_MODEL": env.get("GEMINI_MODEL") or "gemini-2.5-flash",
+        "GEMINI_BASE_URL": env.get("GEMINI_BASE_URL") or None,
+        "GEMINI_TIMEOUT": _float(env, "GEMINI_TIMEOUT", 30.0),
+        "GEMINI_SYSTEM_INSTRUCTION": env.get("GEMINI_SYSTEM_INSTRUCTION")
+        or "You are a helpful, concise assistant in a chat app. Answer in the user's language.",
+        "GEMINI_HISTORY_TOKEN_BUDGET": _int(env, "GEMINI_HISTORY_TOKEN_BUDGET", 8000),
+        "REPLY_MAX_ATTEMPTS": _int(env, "REPLY_MAX_ATTEMPTS", 5),
+        "REPLY_RETRY_DELAY": _float(env, "REPLY_RETRY_DELAY", 2.0),
+        "REPLY_LEASE_SECONDS": _int(env, "REPLY_LEASE_SECONDS", 0),
+        "REPLY_SWEEP_GRACE": _int(env, "REPLY_SWEEP_GRACE", 60),
+        # Stripe
+        "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY") or None,
+        "STRIPE_PRO_PRICE_ID": _first(env, "STRIPE_PRO_PRICE_ID", "STRIPE_PRICE_ID"),
+        "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET") or None,
+        "STRIPE_API_BASE": env.get("STRIPE_API_BASE") or None,
+        "DOMAIN": (_first(env, "DOMAIN", "FRONTEND_URL", default="http://localhost:5000") or "").rstrip("/"),
+        # Limits and caching
+        "BASIC_DAILY_LIMIT": _int(env, "BASIC_DAILY_LIMIT", 5),
+        "PRO_MINUTE_LIMIT": _int(env, "PRO_MINUTE_LIMIT", 60),
+        "AUTH_RATE_LIMIT": env.get("AUTH_RATE_LIMIT") or "30 per minute",
+        "CHATROOM_CACHE_TTL": _int(env, "CHATROOM_CACHE_TTL", 300),
+        "CORS_ORIGINS": [o.strip().rstrip("/") for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()],
+        "GEMINI_RESPONSE_CACHE_TTL": _int(env, "GEMINI_RESPONSE_CACHE_TTL", 0),
+        # HTTP
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 256 * 1024),
+        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        # flask-smorest / OpenAPI
+        "API_TITLE": "Gemini Backend",
+        "API_VERSION": "1.0.0",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "/docs",
+        "OPENAPI_SWAGGER_UI_URL": "/docs/static/",
+        "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True, "displayRequestDuration": True},
+    }
+    cfg.update(_store_settings(cfg))
+    return cfg
+
+
+def _store_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Limiter and cache stores: Redis in services mode, cross-process local stores when embedded."""
+    instance = Path(cfg["INSTANCE_PATH"])
+    if cfg["REDIS_URL"]:
+        return {
+            "RATELIMIT_STORAGE_URI": cfg["REDIS_URL"],
+            "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": cfg["REDIS_SOCKET_TIMEOUT"],
+                                          "socket_connect_timeout": cfg["REDIS_SOCKET_TIMEOUT"]},
+            "RATELIMIT_KEY_PREFIX": "gb-limits",
+            "CACHE_TYPE": "RedisCache",
+            "CACHE_REDIS_URL": cfg["REDIS_URL"],
+            "CACHE_KEY_PREFIX": "gb-cache:",
+            "CACHE_OPTIONS": {"socket_timeout": cfg["REDIS_SOCKET_TIMEOUT"],
+                              "socket_connect_timeout": cfg["REDIS_SOCKET_TIMEOUT"]},
+            "CACHE_DEFAULT_TIMEOUT": cfg["CHATROOM_CACHE_TTL"],
+        }
+    # SQLite-backed limits and a file cache stay correct across gunicorn workers and the consumer.
+    return {
+        "RATELIMIT_STORAGE_URI": f"sqlite:///{instance / 'limits.db'}",
+        "RATELIMIT_KEY_PREFIX": "gb-limits",
+        "CACHE_TYPE": "FileSystemCache",
+        "CACHE_DIR": str(instance / "cache"),
+        "CACHE_THRESHOLD": 10000,
+        "CACHE_DEFAULT_TIMEOUT": cfg["CHATROOM_CACHE_TTL"],
+    }
+
+
+def check_production(cfg: Mapping[str, Any]) -> None:
+    """Refuse unsafe settings when APP_ENV=production, naming the setting."""
+    if cfg["APP_ENV"] != "production":
+        return
+    problems = []
+    if cfg["JWT_SECRET_KEY"] == DEV_JWT_SECRET or len(cfg["JWT_SECRET_KEY"]) < 32:
+        problems.append("JWT_SECRET must be set to a random value of at least 32 characters")
+    if cfg["OTP_SECRET"] == DEV_OTP_SECRET or len(cfg["OTP_SECRET"]) < 32:
+        problems.append("OTP_SECRET must be set to a random value of at least 32 characters")
+    if cfg["SECRET_KEY"] == DEV_JWT_SECRET:
+        problems.append("SECRET_KEY (or JWT_SECRET) must not be the development default")
+    if cfg["OTP_DELIVERY"] == "response":
+        problems.append("OTP_DELIVERY=response returns codes in the HTTP response and is refused in production")
+    if problems:
+        raise ConfigError("Refusing to start with APP_ENV=production: " + "; ".join(problems) + ".")

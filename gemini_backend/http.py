@@ -1,0 +1,115 @@
+"""Request plumbing: request ids, trailing slashes, JSON-only bodies, security headers, local Swagger UI assets."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import flask_smorest
+import swagger_ui_bundle
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request, send_from_directory
+from flask_cors import CORS
+from webargs.flaskparser import FlaskParser
+from werkzeug.routing import IntegerConverter
+
+from gemini_backend.errors import error_response
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class IdConverter(IntegerConverter):
+    """`<id:name>`: a positive integer that fits a BIGINT (larger ones are 404, never a database error)."""
+
+    def __init__(self, url_map, *args, **kwargs) -> None:
+        super().__init__(url_map, min=1, max=2**63 - 1)
+
+
+class JsonBodyParser(FlaskParser):
+    """webargs' Flask parser, where a body nested too deeply for Python's JSON decoder is 400 invalid_json
+    (like any other undecodable body), not a RecursionError and a 500."""
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            raise json.JSONDecodeError("Invalid JSON: nested too deeply", doc="<request body>", pos=0) from None
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest Blueprint whose @arguments parse JSON bodies with JsonBodyParser."""
+
+    ARGUMENTS_PARSER = JsonBodyParser()
+
+
+class StripTrailingSlash:
+    """WSGI middleware: `/chatroom/` is served as `/chatroom` (no redirect), as API.md requires."""
+
+    def __init__(self, wsgi_app) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if len(path) > 1 and path.endswith("/") and not path.startswith("/docs/static"):
+            environ["PATH_INFO"] = path.rstrip("/") or "/"
+        return self.wsgi_app(environ, start_response)
+
+
+EXPOSED_HEADERS = ["Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Cache",
+                   "X-Request-ID"]
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID"]
+
+
+def install_cors(app: Flask) -> None:
+    """CORS for the origins in CORS_ORIGINS only (none when unset), exposing the headers clients read."""
+    origins = app.config["CORS_ORIGINS"]
+    if origins:
+        CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS, allow_headers=ALLOWED_HEADERS,
+             methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"], max_age=600)
+
+
+def install(app: Flask) -> None:
+    """Hook the request plumbing into the app."""
+    install_cors(app)
+    app.wsgi_app = StripTrailingSlash(app.wsgi_app)  # type: ignore[method-assign]
+    app.url_map.converters["id"] = IdConverter
+    swagger_dir = Path(swagger_ui_bundle.swagger_ui_path)
+
+    @app.get("/docs/static/<path:filename>")
+    def swagger_ui_asset(filename: str):
+        """Swagger UI's files, served by the app so /docs works with no internet."""
+        return send_from_directory(swagger_dir, filename, max_age=86400)
+
+    @app.before_request
+    def tag_request():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.before_request
+    def require_json_body():
+        # A body in any other format would be read as "no fields" and hide the client's mistake.
+        if request.routing_exception is not None:
+            return None  # 404/405 win over a body problem
+        if request.method in _BODY_METHODS and (request.content_length or request.headers.get("Transfer-Encoding")):
+            if not request.is_json:
+                return error_response(415, "unsupported_media_type",
+                                      "Send the body as JSON with Content-Type: application/json.")
+        return None
+
+    @app.after_request
+    def finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response from an already serialised body (flask-smorest passes a Response through untouched)."""
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response

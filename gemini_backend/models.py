@@ -1,0 +1,194 @@
+"""Database models for the whole product (SQLAlchemy 2.0 typed mappings)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
+                        TypeDecorator, UniqueConstraint, text)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from gemini_backend.extensions import db
+
+# SQLite has no BIGSERIAL; BigInteger with an Integer variant autoincrements on both.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class User(db.Model):
+    """An account, identified by its E.164 phone number."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    name: Mapped[Optional[str]] = mapped_column(String(100))
+    email: Mapped[Optional[str]] = mapped_column(String(254))
+    password_hash: Mapped[Optional[str]] = mapped_column(String(255))
+    # "pro" by manual grant (support CLI) wins over the subscription state.
+    pro_override: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    is_pro: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    stripe_customer_id: Mapped[Optional[str]] = mapped_column(String(255), unique=True)
+    # Tokens carry the version they were issued under; bumping it revokes them all
+    # (password change/reset, logout everywhere, a replayed refresh token).
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    subscription: Mapped[Optional["Subscription"]] = relationship(back_populates="user", uselist=False,
+                                                                  lazy="selectin")
+
+    @property
+    def tier(self) -> str:
+        """'pro' or 'basic'."""
+        return "pro" if (self.is_pro or self.pro_override) else "basic"
+
+    @property
+    def has_password(self) -> bool:
+        """Whether a password login is possible."""
+        return self.password_hash is not None
+
+
+class OtpChallenge(db.Model):
+    """A one-time code sent to a phone for one purpose; only its keyed hash is stored."""
+
+    __tablename__ = "otp_challenges"
+    __table_args__ = (Index("ix_otp_challenges_phone_purpose_created", "phone", "purpose", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    purpose: Mapped[str] = mapped_column(String(16))
+    code_hash: Mapped[str] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    consumed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RevokedToken(db.Model):
+    """A revoked token id (a rotated refresh token's jti) or session id (logout), kept until it would expire anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), default="jti")
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Chatroom(db.Model):
+    """A user's conversation with the model."""
+
+    __tablename__ = "chatrooms"
+    __table_args__ = (Index("ix_chatrooms_user_activity", "user_id", "last_activity_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    message_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_message_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # max(created_at, last_message_at): the list's sort key, kept in one indexed column.
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    messages: Mapped[list["Message"]] = relationship(back_populates="chatroom", cascade="all, delete-orphan",
+                                                     passive_deletes=True, lazy="raise")
+
+
+class Message(db.Model):
+    """A user message or the model reply that answers one (reply_to)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_chatroom_id_id", "chatroom_id", "id"),
+        # The sweeper's scan: only unfinished replies, ordered by lease.
+        Index("ix_messages_pending_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    chatroom_id: Mapped[int] = mapped_column(ForeignKey("chatrooms.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(8))
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="complete")
+    error: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    # Unique: a user message can never get a second reply row, whatever races.
+    reply_to: Mapped[Optional[int]] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # On a user message: the UTC day whose Basic quota it used, cleared when the unit is given back.
+    quota_day: Mapped[Optional[str]] = mapped_column(String(10))
+    lease_expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    lease_token: Mapped[Optional[str]] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    chatroom: Mapped[Chatroom] = relationship(back_populates="messages", lazy="raise")
+
+
+class Subscription(db.Model):
+    """The user's Stripe subscription as last reported by Stripe."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    stripe_customer_id: Mapped[Optional[str]] = mapped_column(String(255), index=True)
+    stripe_subscription_id: Mapped[Optional[str]] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(32), default="none")
+    price_id: Mapped[Optional[str]] = mapped_column(String(255))
+    current_period_end: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # When we last read this subscription from Stripe (ms), so an older read never overwrites a newer one.
+    stripe_updated_at: Mapped[Optional[int]] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="subscription")
+
+
+class StripeEvent(db.Model):
+    """A Stripe event id already applied, recorded in the same transaction as its effect."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    created: Mapped[Optional[int]] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyKey(db.Model):
+    """The first response to a request sent with an Idempotency-Key, replayed for 24 h."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_id_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[Optional[int]] = mapped_column(Integer)
+    response_body: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

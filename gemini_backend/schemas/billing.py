@@ -1,0 +1,49 @@
+"""Subscription, usage and billing schemas."""
+from __future__ import annotations
+
+import marshmallow as ma
+
+
+class SubscriptionSchema(ma.Schema):
+    tier = ma.fields.String(required=True, metadata={"enum": ["basic", "pro"]})
+    status = ma.fields.String(required=True, metadata={
+        "description": "none, active, trialing, past_due, unpaid, canceled, incomplete, incomplete_expired, paused"})
+    current_period_end = ma.fields.DateTime(allow_none=True)
+    cancel_at_period_end = ma.fields.Boolean(required=True)
+
+
+# On message posts (and GET /user/usage): Basic's daily quota, or Pro's per-minute throttle when there is one.
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {"description": "Messages allowed in the window (Basic: the UTC day; Pro: the minute).",
+                          "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "Messages left in the window.", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix time (seconds) when the window resets.", "schema": {"type": "integer"}},
+}
+
+
+class UsageSchema(ma.Schema):
+    tier = ma.fields.String(required=True, metadata={"enum": ["basic", "pro"]})
+    daily_limit = ma.fields.Integer(required=True, allow_none=True, metadata={
+        "description": "Accepted messages allowed per UTC day; null for Pro (no daily limit).", "example": 5})
+    used_today = ma.fields.Integer(required=True, metadata={"description": "Messages accepted since 00:00 UTC."})
+    remaining = ma.fields.Integer(required=True, allow_none=True, metadata={
+        "description": "Messages left today; null for Pro."})
+    resets_at = ma.fields.DateTime(required=True, metadata={"description": "The next 00:00 UTC."})
+
+
+class CheckoutSchema(ma.Schema):
+    checkout_url = ma.fields.String(required=True, metadata={
+        "description": "Stripe Checkout page to send the browser to.",
+        "example": "https://checkout.stripe.com/c/pay/cs_test_a1..."})
+    url = ma.fields.String(required=True, metadata={"description": "Same as checkout_url, for older clients."})
+    session_id = ma.fields.String(required=True, metadata={"example": "cs_test_a1..."})
+
+
+class PortalSchema(ma.Schema):
+    url = ma.fields.String(required=True, metadata={
+        "description": "Stripe Billing Portal page where the user manages or cancels Pro.",
+        "example": "https://billing.stripe.com/p/session/test_..."})
+
+
+class WebhookReceivedSchema(ma.Schema):
+    received = ma.fields.Boolean(required=True, metadata={"example": True})

@@ -1,0 +1,98 @@
+"""Chatroom and message schemas."""
+from __future__ import annotations
+
+import marshmallow as ma
+
+from gemini_backend.schemas.common import AliasedSchema
+
+MAX_CONTENT = 8000
+MAX_ID = 2**63 - 1  # BIGINT: a larger id could never exist
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ma.ValidationError("Must contain a non-space character.")
+
+
+class ChatroomCreateSchema(AliasedSchema):
+    ALIASES = {"title": "name"}
+    name = ma.fields.String(load_default="New chat", validate=[ma.validate.Length(min=1, max=100), _not_blank],
+                            metadata={"example": "Trip to Lisbon", "description": "Alias: title."})
+
+
+class ChatroomUpdateSchema(AliasedSchema):
+    ALIASES = {"title": "name"}
+    name = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=100), _not_blank],
+                            metadata={"description": "Alias: title."})
+
+
+class ChatroomSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    name = ma.fields.String(required=True)
+    created_at = ma.fields.DateTime(required=True)
+    updated_at = ma.fields.DateTime(required=True)
+    last_message_at = ma.fields.DateTime(allow_none=True, required=True)
+    message_count = ma.fields.Integer(required=True)
+
+
+class ChatroomListSchema(ma.Schema):
+    chatrooms = ma.fields.List(ma.fields.Nested(ChatroomSchema), required=True)
+
+
+class MessageErrorSchema(ma.Schema):
+    code = ma.fields.String(required=True, metadata={"example": "rate_limited"})
+    message = ma.fields.String(required=True)
+
+
+class MessageSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    chatroom_id = ma.fields.Integer(required=True)
+    role = ma.fields.String(required=True, metadata={"enum": ["user", "model"]})
+    content = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, metadata={"enum": ["pending", "complete", "failed", "blocked"]})
+    error = ma.fields.Nested(MessageErrorSchema, allow_none=True, required=True)
+    reply_to = ma.fields.Integer(allow_none=True, required=True)
+    created_at = ma.fields.DateTime(required=True)
+    completed_at = ma.fields.DateTime(allow_none=True, required=True)
+
+
+class ChatroomDetailSchema(ChatroomSchema):
+    messages = ma.fields.List(ma.fields.Nested(MessageSchema), required=True)
+    has_more = ma.fields.Boolean(required=True)
+
+
+class MessagePageSchema(ma.Schema):
+    messages = ma.fields.List(ma.fields.Nested(MessageSchema), required=True)
+    has_more = ma.fields.Boolean(required=True)
+
+
+class MessageCreateSchema(AliasedSchema):
+    ALIASES = {"message": "content", "input": "content"}
+    content = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=MAX_CONTENT), _not_blank],
+                               metadata={"example": "Plan a 3-day trip to Lisbon.",
+                                         "description": "1-8000 characters. Aliases: message, input."})
+
+
+class PostedMessageSchema(ma.Schema):
+    message = ma.fields.Nested(MessageSchema, required=True)
+    reply = ma.fields.Nested(MessageSchema, required=True)
+
+
+class RoomQuerySchema(ma.Schema):
+    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=200))
+
+
+class PageQuerySchema(ma.Schema):
+    before = ma.fields.Integer(validate=ma.validate.Range(min=1, max=MAX_ID), metadata={"description": "Messages older than this id."})
+    after = ma.fields.Integer(validate=ma.validate.Range(min=0, max=MAX_ID), metadata={"description": "Messages newer than this id."})
+    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=200))
+
+    @ma.validates_schema
+    def _one_direction(self, data, **kwargs):
+        if "before" in data and "after" in data:
+            raise ma.ValidationError("Use before or after, not both.", "before")
+
+
+class WaitQuerySchema(ma.Schema):
+    wait = ma.fields.Float(load_default=0, validate=ma.validate.Range(min=0, max=30),
+                           metadata={"description": "Seconds (0-30) to wait for the reply before answering."})

@@ -1,0 +1,1 @@
+"""Plain functions the routes, tasks and CLI all call; they never touch `request`."""

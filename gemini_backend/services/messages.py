@@ -1,0 +1,153 @@
+"""Posting messages: quota, one transaction for the message and its pending reply, idempotency, enqueue."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from gemini_backend.caching import drop_chatroom_list
+from gemini_backend.errors import AppError, Conflict, NotFound
+from gemini_backend.extensions import db
+from gemini_backend.models import Chatroom, IdempotencyKey, Message, utcnow
+from gemini_backend.schemas.chat import MessageSchema
+from gemini_backend.services import quota
+from gemini_backend.services.chat import get_room
+from gemini_backend.services.notify import wait_for_reply
+from gemini_backend.services.tokens import user_state
+
+log = logging.getLogger(__name__)
+_message_schema = MessageSchema()
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def dump_message(message: Message) -> dict[str, Any]:
+    """A Message as its JSON-ready dict."""
+    return _message_schema.dump(message)
+
+
+def post_message(user_id: int, room_id: int, content: str, idempotency_key: str | None) -> tuple[dict, dict]:
+    """Store the user's message and a pending reply, enqueue the reply; ({message, reply}, usage after it)."""
+    room = get_room(user_id, room_id)
+    tier = user_state(user_id)["tier"]
+    request_hash = hashlib.sha256(f"{room.id}\n{content}".encode()).hexdigest()
+    if idempotency_key:
+        replay = _replay(user_id, idempotency_key, request_hash)
+        if replay is not None:
+            return replay, quota.usage(user_id, tier)
+    ticket = quota.reserve_message(user_id, tier)
+    try:
+        body = _store_message(user_id, room.id, content, idempotency_key, request_hash, ticket.day)
+    except IntegrityError:
+        db.session.rollback()
+        quota.refund(ticket)
+        # Another request with the same Idempotency-Key won the race: answer with its response.
+        replay = _replay(user_id, idempotency_key, request_hash) if idempotency_key else None
+        if replay is None:
+            raise
+        return replay, quota.usage(user_id, tier)
+    except BaseException:
+        db.session.rollback()
+        quota.refund(ticket)
+        raise
+    drop_chatroom_list(user_id)
+    enqueue_reply(body["reply"]["id"])
+    return body, ticket.usage
+
+
+def _store_message(user_id: int, room_id: int, content: str, key: str | None, request_hash: str,
+                   quota_day: str) -> dict:
+    """One transaction: the user message, its pending reply, the room's counters and the idempotency record."""
+    now = utcnow()
+    message = Message(chatroom_id=room_id, role="user", content=content, status="complete", created_at=now,
+                      completed_at=now, quota_day=quota_day)
+    db.session.add(message)
+    db.session.flush()
+    reply = Message(chatroom_id=room_id, role="model", content="", status="pending", reply_to=message.id,
+                    created_at=now)
+    db.session.add(reply)
+    db.session.execute(update(Chatroom).where(Chatroom.id == room_id).values(
+        message_count=Chatroom.message_count + 2, last_message_at=now, last_activity_at=now))
+    db.session.flush()
+    body = {"message": dump_message(message), "reply": dump_message(reply)}
+    if key:
+        db.session.add(IdempotencyKey(user_id=user_id, key=key, request_hash=request_hash, response_status=202,
+                                      response_body=body, created_at=now))
+    db.session.commit()
+    return body
+
+
+def _replay(user_id: int, key: str, request_hash: str) -> dict | None:
+    """The stored first response for this key (with the reply's current state), or None."""
+    record = db.session.scalars(select(IdempotencyKey).where(
+        IdempotencyKey.user_id == user_id, IdempotencyKey.key == key,
+        IdempotencyKey.created_at > utcnow() - IDEMPOTENCY_WINDOW)).first()
+    if record is None:
+        return None
+    if record.request_hash != request_hash:
+        raise Conflict("This Idempotency-Key was already used for a different request.",
+                       error="idempotency_key_reused")
+    return dict(record.response_body)
+
+
+def enqueue_reply(reply_id: int) -> None:
+    """Queue generate_reply; a failure is logged, not raised: the sweeper will pick the reply up."""
+    from gemini_backend.tasks import generate_reply
+    try:
+        generate_reply(reply_id)
+    except Exception as exc:
+        log.warning("could not enqueue reply %s (the sweeper will): %s", reply_id, exc)
+
+
+def get_message(user_id: int, room_id: int, message_id: int) -> Message:
+    """One message of the user's room; 404 otherwise."""
+    room = get_room(user_id, room_id)
+    message = db.session.scalars(select(Message).where(Message.id == message_id,
+                                                       Message.chatroom_id == room.id)).first()
+    if message is None:
+        raise NotFound("No such message.", error="message_not_found")
+    return message
+
+
+def reply_for(message: Message) -> Message | None:
+    """The reply row of a user message (or the message itself when it is a reply)."""
+    if message.role == "model":
+        return message
+    return db.session.scalars(select(Message).where(Message.reply_to == message.id)).first()
+
+
+def retry_reply(user_id: int, room_id: int, message_id: int) -> Message:
+    """Start a new attempt for a failed or blocked reply (no quota used)."""
+    reply = reply_for(get_message(user_id, room_id, message_id))
+    if reply is None or reply.status not in ("failed", "blocked"):
+        raise AppError("Only a failed or blocked reply can be retried.", status=409, error="not_retryable")
+    restarted = db.session.execute(update(Message).where(
+        Message.id == reply.id, Message.status.in_(("failed", "blocked"))
+    ).values(status="pending", error=None, content="", attempts=0, completed_at=None, lease_token=None,
+             lease_expires_at=None, created_at=reply.created_at)).rowcount
+    db.session.commit()
+    if restarted != 1:
+        raise AppError("The reply is already being retried.", status=409, error="not_retryable")
+    drop_chatroom_list(user_id)
+    enqueue_reply(reply.id)
+    db.session.refresh(reply)
+    return reply
+
+
+def wait_until_finished(reply_id: int, timeout: float) -> Message:
+    """Wait up to timeout for the reply to leave `pending` (holding no database connection), then reload it."""
+    def finished() -> bool:
+        status = db.session.scalar(select(Message.status).where(Message.id == reply_id))
+        db.session.commit()  # hands the connection back to the pool between checks
+        return status != "pending"
+
+    db.session.commit()
+    if timeout > 0:
+        wait_for_reply(reply_id, timeout, finished)
+    reply = db.session.get(Message, reply_id, populate_existing=True)
+    if reply is None:  # the room was deleted while we waited
+        raise NotFound("No such message.", error="message_not_found")
+    return reply

@@ -1,0 +1,181 @@
+"""Message quota: Basic's daily limit per UTC calendar day, Pro's per-minute abuse throttle.
+
+The counters live in Flask-Limiter's `limits` storage (`extensions.limiter.storage`: Redis in services mode,
+the SQLite storage when embedded), so every web worker and the Huey consumer share them. Each counter is a
+fixed window whose key names the window (the UTC date, or the minute), so Basic's window is exactly the UTC
+calendar day. A reservation is one atomic increment; one that lands over the limit is given back at once, so
+the counter never stays above the limit and exactly `BASIC_DAILY_LIMIT` posts win under any concurrency.
+
+Pro messages are counted per day too (no limit), so `used_today` means the same for both tiers. The
+X-RateLimit-* headers describe the limit that binds: Basic's daily quota, Pro's per-minute throttle.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from flask import current_app
+
+from gemini_backend.errors import TooManyRequests
+from gemini_backend.extensions import limiter
+
+# Counters outlive their window a little, so a refund that races midnight still finds its day.
+_GRACE_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class QuotaTicket:
+    """One unit taken from a user's quota on `day` (UTC, YYYY-MM-DD); plain data, so a Huey task can refund it."""
+
+    user_id: int
+    day: str
+    tier: str
+    used: int
+    daily_limit: int | None = None
+    throttle_limit: int | None = None
+    throttle_remaining: int | None = None
+    throttle_reset: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ticket as JSON-safe plain data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "QuotaTicket":
+        """A ticket back from to_dict()'s output."""
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        """The Usage object right after this reservation (no storage round trip)."""
+        remaining = None if self.daily_limit is None else max(0, self.daily_limit - self.used)
+        result: dict[str, Any] = {"tier": self.tier, "daily_limit": self.daily_limit, "used_today": self.used,
+                                  "remaining": remaining, "resets_at": _next_midnight_of(self.day)}
+        if self.throttle_limit is not None:
+            result["throttle"] = {"limit": self.throttle_limit, "remaining": self.throttle_remaining,
+                                  "reset": self.throttle_reset}
+        return result
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def _day(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d")
+
+
+def _next_midnight_of(day: str) -> datetime:
+    return datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc) + timedelta(days=1)
+
+
+def _daily_key(user_id: int, day: str) -> str:
+    return f"gb-quota/day/{day}/{user_id}"
+
+
+def _minute_key(user_id: int, minute: int) -> str:
+    return f"gb-quota/minute/{minute}/{user_id}"
+
+
+def reserve_message(user_id: int, tier: str, at: datetime | None = None) -> QuotaTicket:
+    """Take one unit of today's quota (Basic) or of this minute's throttle (Pro); 429 taking nothing when over."""
+    now = at or utc_now()
+    day = _day(now)
+    reset = _next_midnight_of(day)
+    ttl = math.ceil((reset - now).total_seconds()) + _GRACE_SECONDS
+    key = _daily_key(user_id, day)
+    storage = limiter.storage
+    if tier == "pro":
+        throttle = _throttle(user_id, now)
+        return QuotaTicket(user_id, day, "pro", storage.incr(key, ttl), None, *throttle)
+    limit = int(current_app.config["BASIC_DAILY_LIMIT"])
+    used = storage.incr(key, ttl)
+    if used > limit:
+        _give_back(key)
+        retry_after = max(1, math.ceil((reset - now).total_seconds()))
+        raise TooManyRequests(
+            f"Basic tier allows {limit} messages a day; next reset {reset:%Y-%m-%dT%H:%M:%SZ}. "
+            "Upgrade with POST /subscribe/pro.", error="daily_limit_reached",
+            headers={"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit),
+                     "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(reset.timestamp()))})
+    return QuotaTicket(user_id, day, "basic", used, limit)
+
+
+def _throttle(user_id: int, now: datetime) -> tuple[int | None, int | None, int | None]:
+    """Count a Pro message in this minute's window: (limit, remaining, reset epoch), or Nones when it is off."""
+    limit = int(current_app.config.get("PRO_MINUTE_LIMIT") or 0)
+    if limit <= 0:
+        return None, None, None
+    epoch = now.timestamp()
+    minute = int(epoch // 60)
+    reset = (minute + 1) * 60
+    key = _minute_key(user_id, minute)
+    count = limiter.storage.incr(key, math.ceil(reset - epoch) + 60)
+    if count > limit:
+        _give_back(key)
+        retry_after = max(1, math.ceil(reset - epoch))
+        raise TooManyRequests(f"Pro allows {limit} messages a minute; retry in {retry_after} s.",
+                              error="rate_limited",
+                              headers={"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit),
+                                       "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)})
+    return limit, limit - count, reset
+
+
+def refund(ticket: QuotaTicket | Mapping[str, Any] | int, day: str | None = None) -> None:
+    """Give a unit back to the day it was taken from: refund(ticket), refund(ticket.to_dict()) or refund(user_id, day)."""
+    if isinstance(ticket, QuotaTicket):
+        user_id, day = ticket.user_id, ticket.day
+    elif isinstance(ticket, Mapping):
+        user_id, day = int(ticket["user_id"]), str(ticket["day"])
+    else:
+        user_id, day = int(ticket), day or _day(utc_now())
+    _give_back(_daily_key(user_id, day))
+
+
+def _give_back(key: str) -> None:
+    """Take one unit off a counter, never below zero."""
+    storage = limiter.storage
+    decr = getattr(storage, "decr", None)
+    if decr is not None:  # the SQLite and memory storages floor at zero themselves
+        decr(key)
+        return
+    # The Redis storage has no decr: add -1, and undo that if the counter was already empty.
+    if storage.get(key) > 0 and storage.incr(key, _GRACE_SECONDS, amount=-1) < 0:
+        storage.incr(key, _GRACE_SECONDS, amount=1)
+
+
+def usage(user_id: int, tier: str, at: datetime | None = None) -> dict[str, Any]:
+    """The Usage object: {tier, daily_limit, used_today, remaining, resets_at} (limit and remaining null for Pro)."""
+    now = at or utc_now()
+    day = _day(now)
+    used = limiter.storage.get(_daily_key(user_id, day))
+    if tier == "pro":
+        result: dict[str, Any] = {"tier": "pro", "daily_limit": None, "used_today": used, "remaining": None,
+                                  "resets_at": _next_midnight_of(day)}
+        limit = int(current_app.config.get("PRO_MINUTE_LIMIT") or 0)
+        if limit > 0:
+            minute = int(now.timestamp() // 60)
+            count = limiter.storage.get(_minute_key(user_id, minute))
+            result["throttle"] = {"limit": limit, "remaining": max(0, limit - count), "reset": (minute + 1) * 60}
+        return result
+    limit = int(current_app.config["BASIC_DAILY_LIMIT"])
+    return {"tier": "basic", "daily_limit": limit, "used_today": used, "remaining": max(0, limit - used),
+            "resets_at": _next_midnight_of(day)}
+
+
+def rate_limit_headers(usage: Mapping[str, Any]) -> dict[str, str]:
+    """X-RateLimit-Limit/Remaining/Reset for a Usage: Basic's daily quota; for Pro, its per-minute throttle."""
+    if usage.get("daily_limit") is not None:
+        resets_at = usage["resets_at"]
+        if isinstance(resets_at, str):
+            resets_at = datetime.fromisoformat(resets_at.replace("Z", "+00:00"))
+        return {"X-RateLimit-Limit": str(usage["daily_limit"]), "X-RateLimit-Remaining": str(usage["remaining"]),
+                "X-RateLimit-Reset": str(int(resets_at.timestamp()))}
+    throttle = usage.get("throttle")
+    if not throttle:
+        return {}  # Pro with the throttle turned off (PRO_MINUTE_LIMIT=0): no limit to describe
+    return {"X-RateLimit-Limit": str(throttle["limit"]), "X-RateLimit-Remaining": str(throttle["remaining"]),
+            "X-RateLimit-Reset": str(throttle["reset"])}

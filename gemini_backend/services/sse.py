@@ -1,0 +1,118 @@
+"""Server-Sent Events for one reply: live chunks from its Redis Stream, or the stored reply when finished.
+
+Events: `delta` {"text"} with increasing ids, `reset` {"attempt"} when a retry restarts the text,
+and a final `done` (complete) or `error` (failed/blocked) carrying the whole Message. A comment line
+goes out every 15 s while waiting. Nothing here holds a database connection while it waits.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Iterator
+
+from sqlalchemy import select
+
+from gemini_backend.extensions import db, get_blocking_redis
+from gemini_backend.models import Message
+from gemini_backend.schemas.chat import MessageSchema
+from gemini_backend.services import streams
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 15
+EMBEDDED_POLL_SECONDS = 0.5
+_message_schema = MessageSchema()
+
+
+def event(name: str, data: Any, event_id: str | None = None) -> str:
+    """One SSE event."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+# Ids of the stored reply sent whole: below every Redis Stream id, so they still sort first.
+FINAL_DELTA_ID, FINAL_END_ID = "0-1", "0-2"
+
+
+def _final_events(reply: Message, last_event_id: str | None) -> Iterator[str]:
+    """The stored reply as one delta (unless the client has it) and its closing event."""
+    body = _message_schema.dump(reply)
+    if reply.status == "complete" and reply.content and last_event_id != FINAL_DELTA_ID:
+        yield event("delta", {"text": reply.content}, FINAL_DELTA_ID)
+    yield event("done" if reply.status == "complete" else "error", body, FINAL_END_ID)
+
+
+def _load(reply_id: int) -> Message | None:
+    reply = db.session.scalars(select(Message).where(Message.id == reply_id)).first()
+    db.session.commit()  # release the connection; the loaded row stays readable
+    return reply
+
+
+def reply_events(reply_id: int, last_event_id: str | None) -> Iterator[str]:
+    """The SSE stream of one reply, resuming after last_event_id."""
+    reply = _load(reply_id)
+    if reply is None:
+        return
+    if not streams.enabled():
+        yield from _embedded_events(reply_id, reply, last_event_id)
+        return
+    yield from _redis_events(reply_id, reply, last_event_id)
+
+
+def _embedded_events(reply_id: int, reply: Message, last_event_id: str | None) -> Iterator[str]:
+    """Without Redis: wait for the stored reply (polling, with heartbeats) and send it whole."""
+    last_beat = time.monotonic()
+    while reply is not None and reply.status == "pending":
+        time.sleep(EMBEDDED_POLL_SECONDS)
+        if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            last_beat = time.monotonic()
+            yield ": keep-alive\n\n"
+        reply = _load(reply_id)
+    if reply is not None:
+        yield from _final_events(reply, last_event_id)
+
+
+def _redis_events(reply_id: int, reply: Message, last_event_id: str | None) -> Iterator[str]:
+    """Follow the reply's Redis Stream from last_event_id; finish with the stored reply."""
+    client = get_blocking_redis()
+    key = streams.stream_key(reply_id)
+    cursor = last_event_id if _is_stream_id(last_event_id) else "0-0"
+    if reply.status != "pending" and (cursor <= FINAL_END_ID or not client.exists(key)):
+        yield from _final_events(reply, last_event_id)
+        return
+    while True:
+        entries = client.xread({key: cursor}, count=100, block=HEARTBEAT_SECONDS * 1000)
+        if not entries:
+            reply = _load(reply_id)
+            if reply is None:
+                return
+            if reply.status != "pending" and not client.exists(key):
+                yield from _final_events(reply, last_event_id)  # the stream expired or was lost with Redis
+                return
+            yield ": keep-alive\n\n"
+            continue
+        for entry_id, fields in entries[0][1]:
+            cursor = entry_id
+            kind = fields.get("type")
+            if kind == "delta":
+                yield event("delta", {"text": fields.get("text", "")}, entry_id)
+            elif kind == "reset" and int(fields.get("attempt", 1)) > 1:
+                yield event("reset", {"attempt": int(fields["attempt"])}, entry_id)
+            elif kind == "end":
+                reply = _load(reply_id)
+                if reply is not None:
+                    body = _message_schema.dump(reply)
+                    yield event("done" if reply.status == "complete" else "error", body, entry_id)
+                return
+
+
+def _is_stream_id(value: str | None) -> bool:
+    if not value:
+        return False
+    ms, _, seq = value.partition("-")
+    return ms.isdigit() and seq.isdigit()
+
+
+def stream_headers() -> dict[str, str]:
+    """Headers that keep proxies from buffering or caching the stream."""
+    return {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
