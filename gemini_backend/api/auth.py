@@ -1,7 +1,7 @@
 """Auth routes: sign-up, OTP and password login, token refresh and logout, password reset and change."""
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
@@ -24,6 +24,13 @@ def _auth_rate_limit() -> str:
 
 # Per client IP, on every auth route: slows credential stuffing and OTP guessing across numbers.
 limiter.limit(_auth_rate_limit)(blp)
+
+
+@limiter.request_filter
+def _outside_auth_routes() -> bool:
+    """Only the auth routes carry HTTP rate limits (the message quota has its own counters): the rest skip
+    Flask-Limiter's per-request work."""
+    return request.blueprint != blp.name
 
 # What every auth route with a JSON body can answer besides its own errors (429: the per-IP limit above).
 BODY_ERRORS = (400, 413, 415, 422, 429)

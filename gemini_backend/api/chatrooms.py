@@ -7,6 +7,7 @@ from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity, jwt_required
 
+from gemini_backend.caching import chatroom_list_keys, prefetch
 from gemini_backend.errors import AppError, NotFound, document_errors
 from gemini_backend.http import Blueprint, json_response
 from gemini_backend.schemas.billing import RATE_LIMIT_HEADERS
@@ -41,14 +42,15 @@ def _idempotency_key() -> str | None:
 
 @blp.route("")
 class ChatroomList(MethodView):
+    @prefetch(chatroom_list_keys)  # the token check's cache read brings the list along
     @jwt_required()
     @blp.response(200, ChatroomListSchema, headers={"X-Cache": {"schema": {"type": "string"}}})
     @document_errors(blp, 401)
     @blp.doc(security=BEARER)
     def get(self):
         """List your chatrooms, newest activity first (cached per user)."""
-        rooms, hit = chat.list_rooms(_user_id())
-        return json_response({"chatrooms": rooms}, 200, {"X-Cache": "HIT" if hit else "MISS"})
+        body, hit = chat.list_rooms(_user_id())
+        return Response(body, 200, {"X-Cache": "HIT" if hit else "MISS"}, mimetype="application/json")
 
     @jwt_required()
     @blp.arguments(ChatroomCreateSchema, required=False)

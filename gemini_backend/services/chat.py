@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import delete, select
 
 from gemini_backend.caching import cached_chatroom_list, drop_chatroom_list
@@ -24,13 +25,13 @@ def create_room(user_id: int, name: str) -> Chatroom:
     return room
 
 
-def list_rooms(user_id: int) -> tuple[list[dict[str, Any]], bool]:
-    """The user's rooms, newest activity first, as JSON-ready dicts; True when served from the cache."""
-    def load() -> list[dict[str, Any]]:
+def list_rooms(user_id: int) -> tuple[bytes, bool]:
+    """The user's rooms, newest activity first, as the encoded `{"chatrooms": [...]}` body; True on a cache hit."""
+    def render() -> bytes:
         rooms = db.session.scalars(select(Chatroom).where(Chatroom.user_id == user_id)
                                    .order_by(Chatroom.last_activity_at.desc(), Chatroom.id.desc())).all()
-        return _room_schema.dump(rooms, many=True)
-    return cached_chatroom_list(user_id, load)
+        return current_app.json.dumps({"chatrooms": _room_schema.dump(rooms, many=True)}).encode()
+    return cached_chatroom_list(user_id, render)
 
 
 def get_room(user_id: int, room_id: int) -> Chatroom:

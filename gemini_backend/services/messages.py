@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gemini_backend.caching import drop_chatroom_list
@@ -24,23 +24,33 @@ _message_schema = MessageSchema()
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
-def dump_message(message: Message) -> dict[str, Any]:
-    """A Message as its JSON-ready dict."""
+def dump_message(message: Message | dict[str, Any]) -> dict[str, Any]:
+    """A Message (or a dict of its fields) as its JSON-ready dict."""
     return _message_schema.dump(message)
 
 
 def post_message(user_id: int, room_id: int, content: str, idempotency_key: str | None) -> tuple[dict, dict]:
     """Store the user's message and a pending reply, enqueue the reply; ({message, reply}, usage after it)."""
-    room = get_room(user_id, room_id)
     tier = user_state(user_id)["tier"]
-    request_hash = hashlib.sha256(f"{room.id}\n{content}".encode()).hexdigest()
+    request_hash = hashlib.sha256(f"{room_id}\n{content}".encode()).hexdigest()
     if idempotency_key:
+        get_room(user_id, room_id)  # a replay of a deleted or foreign room is a 404 like any other request
         replay = _replay(user_id, idempotency_key, request_hash)
         if replay is not None:
             return replay, quota.usage(user_id, tier)
-    ticket = quota.reserve_message(user_id, tier)
+    now = utcnow()
+    # The room's row is updated first: it proves ownership (404 before any quota is used) and its row lock
+    # orders concurrent posts to one room.
+    if not _touch_room(user_id, room_id, now):
+        db.session.rollback()
+        raise NotFound("No such chatroom.", error="chatroom_not_found")
     try:
-        body = _store_message(user_id, room.id, content, idempotency_key, request_hash, ticket.day)
+        ticket = quota.reserve_message(user_id, tier)
+    except BaseException:
+        db.session.rollback()
+        raise
+    try:
+        body = _store_message(user_id, room_id, content, idempotency_key, request_hash, ticket.day, now)
     except IntegrityError:
         db.session.rollback()
         quota.refund(ticket)
@@ -58,24 +68,34 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
     return body, ticket.usage
 
 
+def _touch_room(user_id: int, room_id: int, now: datetime) -> bool:
+    """Count two more messages on the user's room; False when the user has no such room."""
+    rooms = Chatroom.__table__
+    touched = db.session.execute(update(rooms).where(rooms.c.id == room_id, rooms.c.user_id == user_id).values(
+        message_count=rooms.c.message_count + 2, last_message_at=now, last_activity_at=now))
+    return touched.rowcount == 1
+
+
 def _store_message(user_id: int, room_id: int, content: str, key: str | None, request_hash: str,
-                   quota_day: str) -> dict:
-    """One transaction: the user message, its pending reply, the room's counters and the idempotency record."""
-    now = utcnow()
-    message = Message(chatroom_id=room_id, role="user", content=content, status="complete", created_at=now,
-                      completed_at=now, quota_day=quota_day)
-    db.session.add(message)
-    db.session.flush()
-    reply = Message(chatroom_id=room_id, role="model", content="", status="pending", reply_to=message.id,
-                    created_at=now)
-    db.session.add(reply)
-    db.session.execute(update(Chatroom).where(Chatroom.id == room_id).values(
-        message_count=Chatroom.message_count + 2, last_message_at=now, last_activity_at=now))
-    db.session.flush()
-    body = {"message": dump_message(message), "reply": dump_message(reply)}
+                   quota_day: str, now: datetime) -> dict:
+    """In the transaction _touch_room began: the user message, its pending reply and the idempotency record.
+
+    Core inserts, not ORM objects: this is the hottest write, and its response is built from the values.
+    """
+    messages = Message.__table__
+    message = {"chatroom_id": room_id, "role": "user", "content": content, "status": "complete",
+               "reply_to": None, "created_at": now, "completed_at": now}
+    message["id"] = db.session.execute(insert(messages).values(**message, quota_day=quota_day, attempts=0)
+                                       .returning(messages.c.id)).scalar_one()
+    reply = {"chatroom_id": room_id, "role": "model", "content": "", "status": "pending",
+             "reply_to": message["id"], "created_at": now, "completed_at": None}
+    reply["id"] = db.session.execute(insert(messages).values(**reply, attempts=0)
+                                     .returning(messages.c.id)).scalar_one()
+    body = {"message": dump_message({**message, "error": None}), "reply": dump_message({**reply, "error": None})}
     if key:
-        db.session.add(IdempotencyKey(user_id=user_id, key=key, request_hash=request_hash, response_status=202,
-                                      response_body=body, created_at=now))
+        db.session.execute(insert(IdempotencyKey.__table__).values(
+            user_id=user_id, key=key, request_hash=request_hash, response_status=202, response_body=body,
+            created_at=now))
     db.session.commit()
     return body
 
