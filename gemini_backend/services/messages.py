@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from gemini_backend.caching import drop_chatroom_list
@@ -39,18 +39,24 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
         if replay is not None:
             return replay, quota.usage(user_id, tier)
     now = utcnow()
-    # The room's row is updated first: it proves ownership (404 before any quota is used) and its row lock
-    # orders concurrent posts to one room.
-    if not _touch_room(user_id, room_id, now):
+    # The room update comes first: it proves ownership (404 before any quota is used), and its row lock is
+    # held while the quota is taken, so a refused post leaves nothing behind when it rolls back.
+    ids = _insert_exchange(user_id, room_id, content, quota.day_of(now), now)
+    if ids is None:
         db.session.rollback()
         raise NotFound("No such chatroom.", error="chatroom_not_found")
     try:
-        ticket = quota.reserve_message(user_id, tier)
+        ticket = quota.reserve_message(user_id, tier, at=now)
     except BaseException:
         db.session.rollback()
         raise
+    body = _exchange_body(room_id, content, now, *ids)
     try:
-        body = _store_message(user_id, room_id, content, idempotency_key, request_hash, ticket.day, now)
+        if idempotency_key:
+            db.session.execute(insert(IdempotencyKey.__table__).values(
+                user_id=user_id, key=idempotency_key, request_hash=request_hash, response_status=202,
+                response_body=body, created_at=now))
+        db.session.commit()
     except IntegrityError:
         db.session.rollback()
         quota.refund(ticket)
@@ -68,36 +74,56 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
     return body, ticket.usage
 
 
-def _touch_room(user_id: int, room_id: int, now: datetime) -> bool:
-    """Count two more messages on the user's room; False when the user has no such room."""
-    rooms = Chatroom.__table__
+# PostgreSQL does the room update and both inserts in one round trip (data-modifying CTEs); the hottest
+# write then costs one statement and the commit.
+_INSERT_EXCHANGE_PG = text("""
+WITH room AS (
+    UPDATE chatrooms SET message_count = message_count + 2, last_message_at = :now, last_activity_at = :now,
+                         updated_at = :now
+    WHERE id = :room_id AND user_id = :user_id
+    RETURNING id
+), message AS (
+    INSERT INTO messages (chatroom_id, role, content, status, attempts, quota_day, created_at, completed_at)
+    SELECT id, 'user', :content, 'complete', 0, :quota_day, :now, :now FROM room
+    RETURNING id, chatroom_id
+), reply AS (
+    INSERT INTO messages (chatroom_id, role, content, status, attempts, reply_to, created_at)
+    SELECT chatroom_id, 'model', '', 'pending', 0, id, :now FROM message
+    RETURNING id, reply_to
+)
+SELECT reply_to, id FROM reply
+""")
+
+
+def _insert_exchange(user_id: int, room_id: int, content: str, quota_day: str,
+                     now: datetime) -> tuple[int, int] | None:
+    """Begin the post's transaction: count the room's two new messages and insert the user message and its
+    pending reply; (message id, reply id), or None when the user has no such room."""
+    params = {"user_id": user_id, "room_id": room_id, "content": content, "quota_day": quota_day, "now": now}
+    if db.session.get_bind().dialect.name == "postgresql":
+        row = db.session.execute(_INSERT_EXCHANGE_PG, params).first()
+        return (row[0], row[1]) if row else None
+    rooms, messages = Chatroom.__table__, Message.__table__
     touched = db.session.execute(update(rooms).where(rooms.c.id == room_id, rooms.c.user_id == user_id).values(
         message_count=rooms.c.message_count + 2, last_message_at=now, last_activity_at=now))
-    return touched.rowcount == 1
+    if touched.rowcount != 1:
+        return None
+    message_id = db.session.execute(insert(messages).values(
+        chatroom_id=room_id, role="user", content=content, status="complete", attempts=0, quota_day=quota_day,
+        created_at=now, completed_at=now).returning(messages.c.id)).scalar_one()
+    reply_id = db.session.execute(insert(messages).values(
+        chatroom_id=room_id, role="model", content="", status="pending", attempts=0, reply_to=message_id,
+        created_at=now).returning(messages.c.id)).scalar_one()
+    return message_id, reply_id
 
 
-def _store_message(user_id: int, room_id: int, content: str, key: str | None, request_hash: str,
-                   quota_day: str, now: datetime) -> dict:
-    """In the transaction _touch_room began: the user message, its pending reply and the idempotency record.
-
-    Core inserts, not ORM objects: this is the hottest write, and its response is built from the values.
-    """
-    messages = Message.__table__
-    message = {"chatroom_id": room_id, "role": "user", "content": content, "status": "complete",
-               "reply_to": None, "created_at": now, "completed_at": now}
-    message["id"] = db.session.execute(insert(messages).values(**message, quota_day=quota_day, attempts=0)
-                                       .returning(messages.c.id)).scalar_one()
-    reply = {"chatroom_id": room_id, "role": "model", "content": "", "status": "pending",
-             "reply_to": message["id"], "created_at": now, "completed_at": None}
-    reply["id"] = db.session.execute(insert(messages).values(**reply, attempts=0)
-                                     .returning(messages.c.id)).scalar_one()
-    body = {"message": dump_message({**message, "error": None}), "reply": dump_message({**reply, "error": None})}
-    if key:
-        db.session.execute(insert(IdempotencyKey.__table__).values(
-            user_id=user_id, key=key, request_hash=request_hash, response_status=202, response_body=body,
-            created_at=now))
-    db.session.commit()
-    return body
+def _exchange_body(room_id: int, content: str, now: datetime, message_id: int, reply_id: int) -> dict:
+    """The 202 body {message, reply} of a fresh post, built from the values just inserted."""
+    common = {"chatroom_id": room_id, "error": None, "created_at": now}
+    return {"message": dump_message({**common, "id": message_id, "role": "user", "content": content,
+                                     "status": "complete", "reply_to": None, "completed_at": now}),
+            "reply": dump_message({**common, "id": reply_id, "role": "model", "content": "", "status": "pending",
+                                   "reply_to": message_id, "completed_at": None})}
 
 
 def _replay(user_id: int, key: str, request_hash: str) -> dict | None:

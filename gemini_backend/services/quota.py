@@ -64,7 +64,8 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _day(at: datetime) -> str:
+def day_of(at: datetime) -> str:
+    """The UTC calendar day of a moment, as the quota counts days (YYYY-MM-DD)."""
     return at.astimezone(timezone.utc).strftime("%Y-%m-%d")
 
 
@@ -83,7 +84,7 @@ def _minute_key(user_id: int, minute: int) -> str:
 def reserve_message(user_id: int, tier: str, at: datetime | None = None) -> QuotaTicket:
     """Take one unit of today's quota (Basic) or of this minute's throttle (Pro); 429 taking nothing when over."""
     now = at or utc_now()
-    day = _day(now)
+    day = day_of(now)
     reset = _next_midnight_of(day)
     ttl = math.ceil((reset - now).total_seconds()) + _GRACE_SECONDS
     key = _daily_key(user_id, day)
@@ -131,7 +132,7 @@ def refund(ticket: QuotaTicket | Mapping[str, Any] | int, day: str | None = None
     elif isinstance(ticket, Mapping):
         user_id, day = int(ticket["user_id"]), str(ticket["day"])
     else:
-        user_id, day = int(ticket), day or _day(utc_now())
+        user_id, day = int(ticket), day or day_of(utc_now())
     _give_back(_daily_key(user_id, day))
 
 
@@ -150,7 +151,7 @@ def _give_back(key: str) -> None:
 def usage(user_id: int, tier: str, at: datetime | None = None) -> dict[str, Any]:
     """The Usage object: {tier, daily_limit, used_today, remaining, resets_at} (limit and remaining null for Pro)."""
     now = at or utc_now()
-    day = _day(now)
+    day = day_of(now)
     used = limiter.storage.get(_daily_key(user_id, day))
     if tier == "pro":
         result: dict[str, Any] = {"tier": "pro", "daily_limit": None, "used_today": used, "remaining": None,
