@@ -99,6 +99,15 @@ def install(app: Flask) -> None:
                                       "Send the body as JSON with Content-Type: application/json.")
         return None
 
+    def drop_retry_after_on_success(response):
+        """Flask-Limiter puts Retry-After on every limited route's response; it means something only on a refusal."""
+        if response.status_code < 400:
+            response.headers.pop("Retry-After", None)
+        return response
+
+    # First in the list, so it runs last: Flask runs after_request hooks in reverse, Flask-Limiter's included.
+    app.after_request_funcs.setdefault(None, []).insert(0, drop_retry_after_on_success)
+
     @app.after_request
     def finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")

@@ -303,3 +303,10 @@ def test_s10_old_hashes_are_upgraded_at_login(app, client):
     with app.app_context():
         stored = db.session.scalars(select(User.password_hash).where(User.phone == phone)).one()
     assert stored != weak and stored.startswith("$argon2id$") and "m=8192" not in stored
+
+
+def test_successful_auth_responses_carry_no_retry_after(client):
+    """Retry-After tells a client to back off: a successful auth response must not carry it."""
+    r = client.post("/auth/signup", json={"phone": new_phone()})
+    assert r.status_code == 201 and "Retry-After" not in r.headers
+    assert "X-RateLimit-Limit" in r.headers  # the per-IP limit is still described

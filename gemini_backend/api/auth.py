@@ -32,6 +32,7 @@ def _outside_auth_routes() -> bool:
     Flask-Limiter's per-request work."""
     return request.blueprint != blp.name
 
+
 # What every auth route with a JSON body can answer besides its own errors (429: the per-IP limit above).
 BODY_ERRORS = (400, 413, 415, 422, 429)
 
