@@ -25,6 +25,17 @@ def test_post_stores_message_and_pending_reply(alice, field):
     assert int(r.headers["X-RateLimit-Reset"]) > 0
 
 
+def test_post_body_is_what_the_room_then_shows(alice):
+    """The 202 body is built without reading the rows back: it must equal the stored messages field for field."""
+    room = alice.room()
+    r = alice.post(f"/chatroom/{room}/message", json={"content": "Same either way"})
+    stored = {m["id"]: m for m in alice.get(f"/chatroom/{room}").json["messages"]}
+    assert r.json["message"] == stored[r.json["message"]["id"]]
+    reply = stored[r.json["reply"]["id"]]
+    if reply["status"] == "pending":  # a consumer may already have answered it
+        assert r.json["reply"] == reply
+
+
 @pytest.mark.parametrize("body", [{"content": ""}, {"content": "   "}, {"content": "x" * 8001}, {},
                                   {"content": 42}, {"content": None}])
 def test_bad_content_is_422_and_uses_no_quota(alice, body):
