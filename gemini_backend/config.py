@@ -72,7 +72,7 @@ def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path 
         # Database
         "SQLALCHEMY_DATABASE_URI": sqlalchemy_url(database_url) if database_url
         else f"sqlite:///{instance / 'gemini.db'}",
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": {},  # idle connections are pinged on checkout (extensions._ping_if_idle)
         "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 10),
         "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 20),
         "DB_POOL_TIMEOUT": _float(env, "DB_POOL_TIMEOUT", 5.0),

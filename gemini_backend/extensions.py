@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import redis
 from pathlib import Path
@@ -16,6 +17,8 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import Pool
 from sqlalchemy.orm import DeclarativeBase
 
 from gemini_backend import limits_sqlite  # noqa: F401  registers the sqlite:// limits storage
@@ -92,7 +95,6 @@ def _engine_options(cfg) -> dict:
     """Pool and connect settings: fail fast when the database is down, never wait forever for a connection."""
     uri = cfg["SQLALCHEMY_DATABASE_URI"]
     options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-    options.setdefault("pool_pre_ping", True)
     if uri.startswith("sqlite"):
         options.setdefault("connect_args", {"timeout": 15, "check_same_thread": False})
     else:
@@ -103,6 +105,40 @@ def _engine_options(cfg) -> dict:
         options.setdefault("connect_args", {"connect_timeout": cfg["DB_CONNECT_TIMEOUT"],
                                             "application_name": "gemini-backend"})
     return options
+
+
+# A connection checked back in within this many seconds is reused without a ping (see _ping_if_idle).
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+@event.listens_for(Pool, "checkin")
+def _note_idle_since(dbapi_connection, connection_record) -> None:
+    """Remember when a connection went back to the pool."""
+    if connection_record is not None:
+        connection_record.info["idle_since"] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
+    """Pessimistic disconnect handling, SQLAlchemy's pool-event recipe, for connections that sat idle.
+
+    pool_pre_ping would ping on every checkout, a round trip on every request; a connection that was in use
+    within the second is as good as pinged. A dead idle one is replaced (DisconnectionError makes the pool
+    retry with a fresh connection), and one that dies in use invalidates the whole pool, so after a database
+    restart no request meets a stale connection twice.
+    """
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    idle_since = connection_record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        dbapi_connection.rollback()
+    except Exception as exc:
+        raise DisconnectionError(f"stale database connection: {exc}") from exc
 
 
 @event.listens_for(Engine, "connect")
