@@ -171,3 +171,20 @@ def test_rate_limit_headers_agree_with_usage(app):
         assert pro_headers == {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(limit - 1),
                                "X-RateLimit-Reset": str(int((NOON + timedelta(minutes=1)).timestamp()))}
         assert quota.rate_limit_headers(quota.usage(pro, "pro", at=NOON)) == pro_headers
+
+
+def test_pro_counting_survives_redis_forgetting_its_scripts(make_app):
+    """Pro posts count both counters in one pipelined round trip; after SCRIPT FLUSH (what a Redis restart
+    does) they still count, through the storage's own path that loads the script again."""
+    import pytest
+    from gemini_backend.extensions import limiter
+    throttled = make_app(PRO_MINUTE_LIMIT=100)
+    if not throttled.config.get("REDIS_URL"):
+        pytest.skip("Lua scripts exist in services mode (Redis) only")
+    uid = create_user(throttled, pro=True)
+    with throttled.app_context():
+        quota.reserve_message(uid, "pro", at=NOON)
+        limiter.storage.get_connection().script_flush()
+        ticket = quota.reserve_message(uid, "pro", at=NOON)
+        assert ticket.used == 2 and quota.usage(uid, "pro", at=NOON)["used_today"] == 2
+        assert quota.reserve_message(uid, "pro", at=NOON).used == 3  # and pipelined again

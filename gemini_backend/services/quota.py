@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
+import redis
+
 from flask import current_app
 
 from gemini_backend.errors import TooManyRequests
@@ -91,8 +93,8 @@ def reserve_message(user_id: int, tier: str, at: datetime | None = None) -> Quot
     key = _daily_key(user_id, day)
     storage = limiter.storage
     if tier == "pro":
-        throttle = _throttle(user_id, now)
-        return QuotaTicket(user_id, day, "pro", storage.incr(key, ttl), None, *throttle)
+        used, throttle = _count_pro_message(user_id, key, ttl, now)
+        return QuotaTicket(user_id, day, "pro", used, None, *throttle)
     limit = int(current_app.config["BASIC_DAILY_LIMIT"])
     used = storage.incr(key, ttl)
     if used > limit:
@@ -106,24 +108,44 @@ def reserve_message(user_id: int, tier: str, at: datetime | None = None) -> Quot
     return QuotaTicket(user_id, day, "basic", used, limit)
 
 
-def _throttle(user_id: int, now: datetime) -> tuple[int | None, int | None, int | None]:
-    """Count a Pro message in this minute's window: (limit, remaining, reset epoch), or Nones when it is off."""
+def _count_pro_message(user_id: int, daily_key: str, daily_ttl: int,
+                       now: datetime) -> tuple[int, tuple[int | None, int | None, int | None]]:
+    """Count a Pro message in today's usage and this minute's throttle window: (used today, (limit, remaining,
+    reset epoch) or Nones when the throttle is off); 429 taking nothing when the minute is full."""
     limit = int(current_app.config.get("PRO_MINUTE_LIMIT") or 0)
     if limit <= 0:
-        return None, None, None
+        return limiter.storage.incr(daily_key, daily_ttl), (None, None, None)
     epoch = now.timestamp()
     minute = int(epoch // 60)
     reset = (minute + 1) * 60
     key = _minute_key(user_id, minute)
-    count = limiter.storage.incr(key, math.ceil(reset - epoch) + 60)
+    count, used = _incr_two(key, math.ceil(reset - epoch) + 60, daily_key, daily_ttl)
     if count > limit:
         _give_back(key)
+        _give_back(daily_key)
         retry_after = max(1, math.ceil(reset - epoch))
         raise TooManyRequests(f"Pro allows {limit} messages a minute; retry in {retry_after} s.",
                               error="rate_limited",
                               headers={"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit),
                                        "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)})
-    return limit, limit - count, reset
+    return used, (limit, limit - count, reset)
+
+
+def _incr_two(key_a: str, ttl_a: int, key_b: str, ttl_b: int) -> tuple[int, int]:
+    """Increment two counters: in one round trip on Redis (the limits storage's own script, pipelined by its
+    hash), one by one on other storages or when Redis has forgotten the script."""
+    storage = limiter.storage
+    script = getattr(storage, "lua_incr_expire", None)
+    if script is not None:
+        pipe = storage.get_connection().pipeline(transaction=False)
+        for key, ttl in ((key_a, ttl_a), (key_b, ttl_b)):
+            pipe.evalsha(script.sha, 1, storage.prefixed_key(key), ttl, 1)
+        try:
+            first, second = pipe.execute()
+            return int(first), int(second)
+        except redis.exceptions.NoScriptError:
+            pass  # a restarted Redis: storage.incr loads the script again
+    return storage.incr(key_a, ttl_a), storage.incr(key_b, ttl_b)
 
 
 def refund(ticket: QuotaTicket | Mapping[str, Any] | int, day: str | None = None) -> None:
