@@ -24,11 +24,22 @@ BLOCKING_FINISH_REASONS = frozenset(
 )
 
 
-def preload() -> None:
-    """Import the SDK now, in one thread: concurrent first imports from worker threads can deadlock."""
+def preload(config: Mapping[str, Any] | None = None) -> None:
+    """Import the SDK now, in one thread: concurrent first imports from worker threads can deadlock.
+
+    Given the app's config, also build its client: the SDK's HTTP stack imports more on its first use.
+    """
     from google import genai  # noqa: F401
     from google.genai import errors, types  # noqa: F401
     _transport_error_types()
+    if config is None:
+        return
+    try:
+        settings = GeminiSettings.from_config(config)
+    except ValueError:
+        return  # a bad setting is reported by every reply, as without preloading
+    if settings.api_key:
+        get_client(settings)._client()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """flask commands for operators: the worker, users, upkeep."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
@@ -24,19 +27,21 @@ def register(app: Flask) -> None:
 @with_appcontext
 def worker(workers: int | None, worker_type: str, graceful_signal: str) -> None:
     """Run the Huey consumer that answers messages (SIGINT: finish running replies, then exit)."""
-    from huey.consumer_options import ConsumerConfig
-
-    from gemini_backend import ai, tasks
-    ai.preload()
+    from gemini_backend import tasks
+    threads = workers or current_app.config["WORKER_THREADS"]
+    if _started_as_flask_command():
+        # This process imported the whole web app just to find this command. The consumer runs in a fresh
+        # interpreter instead, with only the worker app (settings from the environment, as for huey_consumer),
+        # and so needs less memory for as long as it runs.
+        tasks.exec_consumer(threads, worker_type, graceful_signal)
     tasks.bind_app(current_app._get_current_object())  # type: ignore[attr-defined]
-    # Redis queues block on reads; the SQLite queue is polled, so poll it often (replies start within 0.5 s).
-    polling = {} if current_app.config["QUEUE_URL"] else {"initial_delay": 0.05, "max_delay": 0.5}
-    config = ConsumerConfig(workers=workers or current_app.config["WORKER_THREADS"], worker_type=worker_type,
-                            graceful_signal=graceful_signal, scheduler_interval=5, check_worker_health=True,
-                            **polling)
-    config.validate()
-    config.setup_logger()
-    tasks.huey.create_consumer(**config.values).run()
+    tasks.run_consumer(threads, worker_type, graceful_signal)
+
+
+def _started_as_flask_command() -> bool:
+    """Whether this process is the `flask` command line (`flask ...` or `python -m flask ...`)."""
+    main = Path(sys.argv[0])
+    return main.stem == "flask" or (main.name == "__main__.py" and main.parent.name == "flask")
 
 
 @click.command("purge-expired")

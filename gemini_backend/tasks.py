@@ -1,15 +1,18 @@
-"""Huey wiring: the queue instance, tasks that run inside an app context, and periodic upkeep.
+"""Huey wiring: the queue instance, tasks that run inside an app context, periodic upkeep, and the consumer.
 
-Run the consumer with `flask worker` or `huey_consumer gemini_backend.tasks.huey -k thread -w 4`.
+Run the consumer with `flask worker` or `huey_consumer gemini_backend.tasks.huey -k thread -w 4`. Either way
+it runs in the worker app (create_worker_app), which leaves out the web side it never uses.
 """
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import sys
 import threading
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, NoReturn
 
 from flask import Flask
 from huey import crontab
@@ -21,31 +24,95 @@ log = logging.getLogger(__name__)
 _app: Flask | None = None
 _app_lock = threading.Lock()
 
-__all__ = ["huey", "bind_app", "app_task", "app_periodic_task", "generate_reply", "sweep_replies"]
+__all__ = ["huey", "bind_app", "app_task", "app_periodic_task", "generate_reply", "sweep_replies",
+           "create_worker_app", "run_consumer", "exec_consumer"]
 
 
 def bind_app(app: Flask) -> None:
-    """Use this app for task contexts (the web process and `flask worker` bind theirs)."""
+    """Use this app for task contexts (the web process binds its own; the consumer uses the worker app)."""
     global _app
     _app = app
 
 
 def _get_app() -> Flask:
-    """The bound app, or one created from the environment (plain `huey_consumer` has none)."""
+    """The bound app, or the worker app made from the environment."""
     global _app
     with _app_lock:
         if _app is None:
-            from gemini_backend import ai, create_app
-            _app = create_app()
+            from gemini_backend import ai
+            _app = create_worker_app()
             ai.preload()
         return _app
 
 
-if os.path.basename(sys.argv[0]).startswith("huey_consumer"):
-    # Plain `huey_consumer gemini_backend.tasks.huey` imports this module in its main thread: load the
-    # Gemini SDK here, before worker threads start (their concurrent first imports can deadlock).
-    from gemini_backend import ai as _ai
-    _ai.preload()
+def create_worker_app() -> Flask:
+    """The app tasks run in: settings, logging, database, cache and the quota counters' storage.
+
+    The consumer serves no HTTP, so it leaves out blueprints, OpenAPI, JWT, Stripe and migrations, whose
+    imports would only add to its memory.
+    """
+    from gemini_backend import logs
+    from gemini_backend.config import check_production, load_config
+    from gemini_backend.extensions import _engine_options, cache, db, limiter
+
+    settings = load_config()
+    check_production(settings)
+    app = Flask("gemini_backend", instance_path=settings["INSTANCE_PATH"])
+    app.config.update(settings)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    logs.configure(app)
+    db.init_app(app)
+    limiter.init_app(app)  # services.quota gives units back through limiter.storage
+    cache.init_app(app)
+    app.extensions["huey"] = huey
+    return app
+
+
+def run_consumer(workers: int, worker_type: str = "thread", graceful_signal: str = "INT") -> None:
+    """Run the Huey consumer here until stopped (graceful_signal or SIGINT: running tasks finish first)."""
+    from huey.consumer_options import ConsumerConfig
+
+    app = _prepare_consumer()
+    # Redis queues block on reads; the SQLite queue is polled, so poll it often (replies start within 0.5 s).
+    polling = {} if app.config["QUEUE_URL"] else {"initial_delay": 0.05, "max_delay": 0.5}
+    config = ConsumerConfig(workers=workers, worker_type=worker_type, graceful_signal=graceful_signal,
+                            scheduler_interval=5, check_worker_health=True, **polling)
+    config.validate()
+    config.setup_logger()
+    huey.create_consumer(**config.values).run()
+
+
+# What exec_consumer runs. A Ctrl-C that lands before the consumer has set up its signal handling stops it
+# quietly, as the flask command line does.
+_CONSUMER_MAIN = """
+import sys
+try:
+    from gemini_backend.tasks import run_consumer
+    run_consumer(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def exec_consumer(workers: int, worker_type: str = "thread", graceful_signal: str = "INT") -> NoReturn:
+    """Replace this process with a fresh interpreter that runs run_consumer (same pid: signals still reach it)."""
+    # The package must stay importable when the command line found it through FLASK_APP's folder.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    args = [sys.executable, "-c", _CONSUMER_MAIN, str(workers), worker_type, graceful_signal]
+    os.execve(sys.executable, args, {**os.environ, "PYTHONPATH": path})
+
+
+def _prepare_consumer() -> Flask:
+    """Make the app and load the Gemini SDK in this (main) thread, before the worker threads start."""
+    from gemini_backend import ai
+    app = _get_app()
+    ai.preload(app.config)
+    # What is loaded by now lives as long as the process: keep the collector from re-scanning it on every
+    # full collection (a pass over those ~175k objects stalls every worker thread for ~50 ms).
+    gc.freeze()
+    return app
 
 
 def _in_app_context(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,3 +175,8 @@ def purge_expired() -> dict[str, int]:
     log.info("purged expired rows: %s", counts)
     return counts
 
+
+if os.path.basename(sys.argv[0]).startswith("huey_consumer"):
+    # Plain `huey_consumer gemini_backend.tasks.huey` imports this module in its main thread: make the app and
+    # load the Gemini SDK here, before worker threads start (their concurrent first imports can deadlock).
+    _prepare_consumer()

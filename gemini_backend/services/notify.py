@@ -1,4 +1,5 @@
-"""Telling waiters that a reply finished: Redis pub/sub in services mode, database polling when embedded."""
+"""Waiting for a reply to finish: Redis pub/sub in services mode (the stream writer announces the end), database
+polling when embedded."""
 from __future__ import annotations
 
 import logging
@@ -13,18 +14,10 @@ log = logging.getLogger(__name__)
 EMBEDDED_POLL_SECONDS = 0.2
 
 
-def _channel(reply_id: int) -> str:
+def channel(reply_id: int) -> str:
+    """Pub/sub channel that announces a reply's end, along with its stream's end entry (a lost announcement
+    only costs a waiter its timeout)."""
     return f"gb:reply-done:{reply_id}"
-
-
-def announce_reply_finished(reply_id: int, status: str) -> None:
-    """Wake everyone waiting on this reply (a lost message only costs a waiter its timeout)."""
-    if not current_app.config["REDIS_URL"]:
-        return
-    try:
-        get_redis().publish(_channel(reply_id), status)
-    except Exception as exc:
-        log.warning("could not announce reply %s: %s", reply_id, exc)
 
 
 def wait_for_reply(reply_id: int, timeout: float, is_finished: Callable[[], bool]) -> bool:
@@ -50,7 +43,7 @@ def wait_for_reply(reply_id: int, timeout: float, is_finished: Callable[[], bool
 def _wait_pubsub(reply_id: int, deadline: float, is_finished: Callable[[], bool]) -> bool:
     pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
     try:
-        pubsub.subscribe(_channel(reply_id))
+        pubsub.subscribe(channel(reply_id))
         # Checked after subscribing, so a finish between the two cannot be missed.
         if is_finished():
             return True

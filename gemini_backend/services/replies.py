@@ -3,6 +3,10 @@
 Guarantees: a reply is worked on only under a lease taken by a conditional UPDATE, so two consumers never
 both answer it; it is written only by the lease holder, only while pending, so it ends exactly once; a
 crashed attempt's lease expires and the sweeper hands the reply to another consumer.
+
+Cost: a reply takes two short transactions (lease + history, then the outcome; on PostgreSQL one statement
+each), none open during the Gemini call. The statements are Core SQL on the tables, built once: building,
+cache-keying and ORM-processing them per call used to cost more CPU than running them.
 """
 from __future__ import annotations
 
@@ -12,21 +16,73 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Sequence
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, true, update
+from sqlalchemy.engine import Connection
 
 from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, Turn, get_client
 from gemini_backend.caching import drop_chatroom_list
 from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
 from gemini_backend.services import quota, streams
-from gemini_backend.services.notify import announce_reply_finished
 
 log = logging.getLogger(__name__)
 HISTORY_ROWS = 400  # newest rows read for context; the token budget trims further
+messages = Message.__table__
+chatrooms = Chatroom.__table__
+
+# The per-reply statements, built once; bind parameters carry each reply's values.
+_TAKE_LEASE = (
+    update(messages)
+    .where(messages.c.id == bindparam("reply_id"), messages.c.role == "model", messages.c.status == "pending",
+           or_(messages.c.lease_token.is_(None), messages.c.lease_expires_at < bindparam("now")))
+    .values(lease_token=bindparam("token"), lease_expires_at=bindparam("expires"), attempts=messages.c.attempts + 1)
+    .returning(messages.c.attempts, messages.c.reply_to, messages.c.chatroom_id)
+)
+_HISTORY_COLUMNS = (messages.c.id, messages.c.role, messages.c.content, messages.c.status, messages.c.reply_to)
+_HISTORY = (
+    select(*_HISTORY_COLUMNS)
+    .where(messages.c.chatroom_id == bindparam("room_id"), messages.c.id <= bindparam("user_message_id"))
+    .order_by(messages.c.id.desc()).limit(HISTORY_ROWS)
+)
+# PostgreSQL: the lease and the history in one statement. The history lies below the reply row, so it reads
+# the same rows before and after the lease is taken.
+_claimed = _TAKE_LEASE.cte("claimed")
+_recent = (
+    select(*_HISTORY_COLUMNS)
+    .where(messages.c.chatroom_id == _claimed.c.chatroom_id, messages.c.id <= _claimed.c.reply_to)
+    .order_by(messages.c.id.desc()).limit(HISTORY_ROWS).lateral("recent")
+)
+_TAKE_LEASE_WITH_HISTORY = (
+    select(_claimed.c.attempts, _claimed.c.reply_to.label("user_message_id"), _claimed.c.chatroom_id,
+           _recent.c.id, _recent.c.role, _recent.c.content, _recent.c.status, _recent.c.reply_to)
+    .select_from(_claimed.outerjoin(_recent, true()))
+    .order_by(_recent.c.id.desc())
+)
+_WRITE_OUTCOME = (
+    update(messages)
+    .where(messages.c.id == bindparam("reply_id"), messages.c.lease_token == bindparam("token"),
+           messages.c.status == "pending")
+    .values(status=bindparam("new_status"), content=bindparam("new_content"), error=bindparam("new_error"),
+            completed_at=bindparam("now"), lease_token=None, lease_expires_at=None)
+)
+# updated_at is written here because the column's Python-side onupdate is not applied to an UPDATE that follows a
+# data-modifying CTE.
+_ROOM_TOUCHED = {"last_message_at": bindparam("now"), "last_activity_at": bindparam("now"),
+                 "updated_at": bindparam("now")}
+_TOUCH_ROOM = (
+    update(chatrooms).where(chatrooms.c.id == bindparam("room_id")).values(_ROOM_TOUCHED)
+    .returning(chatrooms.c.user_id)
+)
+# PostgreSQL: outcome and room in one statement; the room is touched only if the reply row was written.
+_written = _WRITE_OUTCOME.returning(messages.c.chatroom_id).cte("written")
+_WRITE_OUTCOME_AND_TOUCH_ROOM = (
+    update(chatrooms).where(chatrooms.c.id == _written.c.chatroom_id).values(_ROOM_TOUCHED)
+    .returning(chatrooms.c.user_id)
+)
 
 
 class RetryLater(Exception):
@@ -46,7 +102,6 @@ class Claim:
     attempt: int
     user_message_id: int
     room_id: int
-    user_id: int
 
 
 def lease_seconds() -> int:
@@ -57,71 +112,99 @@ def lease_seconds() -> int:
 
 def claim_reply(reply_id: int) -> Claim | None:
     """Take the lease if the reply is pending and nobody holds a live lease; None otherwise."""
+    with db.engine.begin() as conn:
+        return _take_lease(conn, reply_id)
+
+
+def claim_with_history(reply_id: int) -> tuple[Claim, list[Turn]] | None:
+    """Take the lease and read the history in one transaction; None when the reply is not ours to answer."""
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # one round trip instead of two
+            return _take_lease_with_history(conn, reply_id)
+        claim = _take_lease(conn, reply_id)
+        if claim is None:
+            return None
+        rows = conn.execute(_HISTORY, {"room_id": claim.room_id, "user_message_id": claim.user_message_id}).all()
+        return claim, _turns(rows, claim)
+
+
+def _lease_params(reply_id: int) -> dict[str, Any]:
+    """Parameters of _TAKE_LEASE: a new token and the lease's expiry."""
     now = utcnow()
-    token = uuid.uuid4().hex
-    taken = db.session.execute(update(Message).where(
-        Message.id == reply_id, Message.role == "model", Message.status == "pending",
-        or_(Message.lease_token.is_(None), Message.lease_expires_at < now),
-    ).values(lease_token=token, lease_expires_at=now + timedelta(seconds=lease_seconds()),
-             attempts=Message.attempts + 1)).rowcount
-    db.session.commit()
-    if taken != 1:
+    return {"reply_id": reply_id, "now": now, "token": uuid.uuid4().hex,
+            "expires": now + timedelta(seconds=lease_seconds())}
+
+
+def _take_lease(conn: Connection, reply_id: int) -> Claim | None:
+    """One conditional UPDATE that takes the lease and returns what the attempt needs."""
+    params = _lease_params(reply_id)
+    row = conn.execute(_TAKE_LEASE, params).first()
+    return None if row is None else Claim(reply_id, params["token"], row.attempts, row.reply_to, row.chatroom_id)
+
+
+def _take_lease_with_history(conn: Connection, reply_id: int) -> tuple[Claim, list[Turn]] | None:
+    """_TAKE_LEASE_WITH_HISTORY: one row per history row, each carrying the claim."""
+    params = _lease_params(reply_id)
+    rows = conn.execute(_TAKE_LEASE_WITH_HISTORY, params).all()
+    if not rows:
         return None
-    row = db.session.execute(select(Message.attempts, Message.reply_to, Message.chatroom_id, Chatroom.user_id)
-                             .join(Chatroom, Chatroom.id == Message.chatroom_id).where(Message.id == reply_id)).one()
-    return Claim(reply_id, token, row.attempts, row.reply_to, row.chatroom_id, row.user_id)
+    first = rows[0]
+    claim = Claim(reply_id, params["token"], first.attempts, first.user_message_id, first.chatroom_id)
+    return claim, _turns([row for row in rows if row.id is not None], claim)
 
 
-def load_history(claim: Claim) -> list[Turn]:
-    """The room's turns up to the user message, leaving out failed/blocked/unanswered exchanges."""
-    rows = db.session.execute(
-        select(Message.id, Message.role, Message.content, Message.status, Message.reply_to)
-        .where(Message.chatroom_id == claim.room_id, Message.id <= claim.user_message_id)
-        .order_by(Message.id.desc()).limit(HISTORY_ROWS)).all()
+def _turns(rows: Sequence[Any], claim: Claim) -> list[Turn]:
+    """The history rows (newest first) as turns up to the user message, oldest first, leaving out
+    failed/blocked/unanswered exchanges."""
     answered = {r.reply_to for r in rows if r.role == "model" and r.status == "complete"}
-    turns = [Turn(r.role, r.content) for r in reversed(rows)
-             if (r.role == "model" and r.status == "complete")
-             or (r.role == "user" and (r.id in answered or r.id == claim.user_message_id))]
-    db.session.commit()  # release the connection before the slow call
-    return turns
+    return [Turn(r.role, r.content) for r in reversed(rows)
+            if (r.role == "model" and r.status == "complete")
+            or (r.role == "user" and (r.id in answered or r.id == claim.user_message_id))]
 
 
 def generate_reply(reply_id: int) -> str:
     """Produce the reply if it is still pending; returns the outcome (complete/failed/blocked/skipped/retry)."""
-    claim = claim_reply(reply_id)
-    if claim is None:
+    claimed = claim_with_history(reply_id)
+    if claimed is None:
         return "skipped"
+    claim, history = claimed
+    with streams.AttemptStream(reply_id, claim.attempt) as stream:
+        return _attempt(claim, history, stream)
+
+
+def _attempt(claim: Claim, history: list[Turn], stream: streams.AttemptStream) -> str:
+    """Ask Gemini and store the outcome, or give the lease back and raise RetryLater."""
     settings = GeminiSettings.from_config(current_app.config)
-    streams.publish_start(reply_id, claim.attempt)
+    stream.reset()
     try:
-        text = _answer(claim, settings, load_history(claim))
+        text = _answer(claim, settings, history, stream)
     except AiBlocked as exc:
-        return finish(claim, "blocked", error={"code": exc.code, "message": exc.message})
+        return finish(claim, "blocked", error={"code": exc.code, "message": exc.message}, stream=stream)
     except AiError as exc:
         max_attempts = current_app.config["REPLY_MAX_ATTEMPTS"]
         if exc.transient and claim.attempt < max_attempts:
             delay = retry_delay(claim.attempt)
             release_for_retry(claim, delay)
-            log.info("reply %s attempt %s: %s; retrying in %.1fs", reply_id, claim.attempt, exc.code, delay)
+            log.info("reply %s attempt %s: %s; retrying in %.1fs", claim.reply_id, claim.attempt, exc.code, delay)
             raise RetryLater(delay) from exc
         if exc.transient:
             message = f"Gemini kept failing after {claim.attempt} attempts ({exc.message})"
-            return finish(claim, "failed", error={"code": exc.code, "message": message})
-        return finish(claim, "failed", error={"code": exc.code, "message": exc.message})
-    return finish(claim, "complete", content=text)
+            return finish(claim, "failed", error={"code": exc.code, "message": message}, stream=stream)
+        return finish(claim, "failed", error={"code": exc.code, "message": exc.message}, stream=stream)
+    return finish(claim, "complete", content=text, stream=stream)
 
 
-def _answer(claim: Claim, settings: GeminiSettings, history: list[Turn]) -> str:
+def _answer(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream) -> str:
     """Gemini's answer, or, with GEMINI_RESPONSE_CACHE_TTL set, the stored answer to an identical request."""
     ttl = current_app.config["GEMINI_RESPONSE_CACHE_TTL"]
     if ttl <= 0:
-        return _ask_gemini(claim, settings, history)
+        return _ask_gemini(claim, settings, history, stream)
     key = response_cache_key(settings, history)
     cached = _cache_get(key)
     if cached:
-        streams.publish_delta(claim.reply_id, claim.attempt, cached)
+        stream.delta(cached)
         return cached
-    text = _ask_gemini(claim, settings, history)
+    text = _ask_gemini(claim, settings, history, stream)
     _cache_set(key, text, ttl)
     return text
 
@@ -148,25 +231,30 @@ def _cache_set(key: str, text: str, ttl: int) -> None:
         log.warning("response cache write failed: %s", exc)
 
 
-def _ask_gemini(claim: Claim, settings: GeminiSettings, history: list[Turn]) -> str:
+def _ask_gemini(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream) -> str:
     """Stream the answer, publishing chunks and renewing the lease as they arrive; the whole text."""
     parts: list[str] = []
     renew_every = lease_seconds() / 3
     last_renewal = time.monotonic()
     for chunk in get_client(settings).stream(history):
         parts.append(chunk)
-        streams.publish_delta(claim.reply_id, claim.attempt, chunk)
+        stream.delta(chunk)
         if time.monotonic() - last_renewal > renew_every:
             renew_lease(claim)
             last_renewal = time.monotonic()
     return "".join(parts)
 
 
+def _lease_held(claim: Claim) -> ColumnElement[bool]:
+    """SQL condition: this attempt still holds the reply's lease."""
+    return and_(messages.c.id == claim.reply_id, messages.c.lease_token == claim.token)
+
+
 def renew_lease(claim: Claim) -> None:
     """Extend the lease of a long-running attempt."""
-    db.session.execute(update(Message).where(Message.id == claim.reply_id, Message.lease_token == claim.token)
-                       .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds())))
-    db.session.commit()
+    with db.engine.begin() as conn:
+        conn.execute(update(messages).where(_lease_held(claim))
+                     .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds())))
 
 
 def retry_delay(attempt: int) -> float:
@@ -176,89 +264,111 @@ def retry_delay(attempt: int) -> float:
 
 def release_for_retry(claim: Claim, delay: float) -> None:
     """Give up the lease; the sweeper leaves the reply alone until the retry is due."""
-    db.session.execute(update(Message).where(Message.id == claim.reply_id, Message.lease_token == claim.token)
-                       .values(lease_token=None, lease_expires_at=utcnow() + timedelta(seconds=delay)))
-    db.session.commit()
+    with db.engine.begin() as conn:
+        conn.execute(update(messages).where(_lease_held(claim))
+                     .values(lease_token=None, lease_expires_at=utcnow() + timedelta(seconds=delay)))
 
 
-def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] | None = None) -> str:
+def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] | None = None,
+           stream: streams.AttemptStream | None = None) -> str:
     """Store the outcome if this attempt still holds the lease; give the quota unit back on failure."""
-    now = utcnow()
-    written = db.session.execute(update(Message).where(
-        Message.id == claim.reply_id, Message.lease_token == claim.token, Message.status == "pending",
-    ).values(status=status, content=content, error=error, completed_at=now, lease_token=None,
-             lease_expires_at=None)).rowcount
-    if written != 1:
-        db.session.rollback()
+    with db.engine.begin() as conn:
+        owner = _store_outcome(conn, claim, status, content, error)
+        refund_day = (_take_back_quota_day(conn, claim.user_message_id)
+                      if owner is not None and status in ("failed", "blocked") else None)
+    if owner is None:
         log.warning("reply %s: lease lost before finishing; another attempt owns it", claim.reply_id)
         return "skipped"
-    db.session.execute(update(Chatroom).where(Chatroom.id == claim.room_id)
-                       .values(last_message_at=now, last_activity_at=now))
-    refund_day = _take_back_quota_day(claim.user_message_id) if status in ("failed", "blocked") else None
-    db.session.commit()
     if refund_day:
-        quota.refund(claim.user_id, refund_day)
-    drop_chatroom_list(claim.user_id)
-    streams.publish_end(claim.reply_id, status)
-    announce_reply_finished(claim.reply_id, status)
+        quota.refund(owner, refund_day)
+    drop_chatroom_list(owner)
+    if stream is not None:
+        stream.end(status)
+    else:
+        streams.publish_end(claim.reply_id, status)
     log.info("reply %s %s after %s attempt(s)", claim.reply_id, status, claim.attempt)
     return status
 
 
-def _take_back_quota_day(user_message_id: int) -> str | None:
+def _store_outcome(conn: Connection, claim: Claim, status: str, content: str,
+                   error: dict[str, Any] | None) -> int | None:
+    """Write the outcome and touch the room, only under this attempt's lease; the room owner's id, or None."""
+    params = {"reply_id": claim.reply_id, "token": claim.token, "new_status": status, "new_content": content,
+              "new_error": error, "now": utcnow(), "room_id": claim.room_id}
+    if conn.dialect.name == "postgresql":
+        return conn.scalar(_WRITE_OUTCOME_AND_TOUCH_ROOM, params)
+    if conn.execute(_WRITE_OUTCOME, params).rowcount != 1:
+        return None
+    return conn.scalar(_TOUCH_ROOM, params)
+
+
+def _take_back_quota_day(conn: Connection, user_message_id: int) -> str | None:
     """Clear the user message's quota day (once) and return it, so its unit is given back exactly once."""
-    day = db.session.scalar(select(Message.quota_day).where(Message.id == user_message_id))
+    day = conn.scalar(select(messages.c.quota_day).where(messages.c.id == user_message_id))
     if day is None:
         return None
-    cleared = db.session.execute(update(Message).where(Message.id == user_message_id, Message.quota_day == day)
-                                 .values(quota_day=None)).rowcount
+    cleared = conn.execute(update(messages).where(messages.c.id == user_message_id, messages.c.quota_day == day)
+                           .values(quota_day=None)).rowcount
     return day if cleared == 1 else None
 
 
 def sweep_replies() -> dict[str, int]:
     """Re-enqueue replies that were never queued or whose attempt died; fail those out of attempts."""
-    from gemini_backend.services.messages import enqueue_reply
     cfg = current_app.config
     now = utcnow()
     grace = timedelta(seconds=cfg["REPLY_SWEEP_GRACE"])
     abandoned = or_(
-        and_(Message.lease_token.is_not(None), Message.lease_expires_at < now),  # the attempt died
-        and_(Message.lease_token.is_(None),  # never picked up, or its retry was lost with the queue
-             or_(Message.lease_expires_at < now - grace,
-                 and_(Message.lease_expires_at.is_(None), Message.created_at < now - grace))),
+        and_(messages.c.lease_token.is_not(None), messages.c.lease_expires_at < now),  # the attempt died
+        and_(messages.c.lease_token.is_(None),  # never picked up, or its retry was lost with the queue
+             or_(messages.c.lease_expires_at < now - grace,
+                 and_(messages.c.lease_expires_at.is_(None), messages.c.created_at < now - grace))),
     )
-    rows = db.session.execute(select(Message.id, Message.attempts, Message.lease_token)
-                              .where(Message.status == "pending", abandoned).limit(500)).all()
-    db.session.commit()
+    with db.engine.begin() as conn:
+        rows = conn.execute(select(messages.c.id, messages.c.attempts, messages.c.lease_token)
+                            .where(messages.c.status == "pending", abandoned).limit(500)).all()
     counts = {"requeued": 0, "failed": 0}
     for row in rows:
         if row.attempts >= cfg["REPLY_MAX_ATTEMPTS"]:
             if _fail_exhausted(row.id, row.lease_token, row.attempts):
                 counts["failed"] += 1
             continue
-        # Mark it handled for one grace period, so the next sweep does not queue it again meanwhile.
-        released = db.session.execute(update(Message).where(
-            Message.id == row.id, Message.status == "pending",
-            Message.lease_token.is_(None) if row.lease_token is None else Message.lease_token == row.lease_token,
-        ).values(lease_token=None, lease_expires_at=now)).rowcount
-        db.session.commit()
-        if released == 1:
-            enqueue_reply(row.id)
+        if _mark_requeued(row.id, row.lease_token, now):
+            _enqueue(row.id)
             counts["requeued"] += 1
     if any(counts.values()):
         log.info("sweeper: %s", counts)
     return counts
 
 
+def _mark_requeued(reply_id: int, lease_token: str | None, now: datetime) -> bool:
+    """Mark a swept reply handled for one grace period, so the next sweep does not queue it again meanwhile."""
+    same_lease = messages.c.lease_token.is_(None) if lease_token is None else messages.c.lease_token == lease_token
+    with db.engine.begin() as conn:
+        return conn.execute(update(messages).where(messages.c.id == reply_id, messages.c.status == "pending",
+                                                   same_lease)
+                            .values(lease_token=None, lease_expires_at=now)).rowcount == 1
+
+
+def _enqueue(reply_id: int) -> None:
+    """Queue the reply's task; a failure is only logged: the next sweep tries again."""
+    # Not services.messages.enqueue_reply: importing the web's message service would load its schemas and
+    # token handling into the consumer for this one call.
+    from gemini_backend.tasks import generate_reply
+    try:
+        generate_reply(reply_id)
+    except Exception as exc:
+        log.warning("could not enqueue reply %s (the next sweep will): %s", reply_id, exc)
+
+
 def _fail_exhausted(reply_id: int, lease_token: str | None, attempts: int) -> bool:
     """End a reply that has used all its attempts as failed (through the normal finish path)."""
     token = lease_token or uuid.uuid4().hex
-    if lease_token is None:
-        db.session.execute(update(Message).where(Message.id == reply_id, Message.lease_token.is_(None))
-                           .values(lease_token=token))
-        db.session.commit()
-    row = db.session.execute(select(Message.reply_to, Message.chatroom_id, Chatroom.user_id)
-                             .join(Chatroom, Chatroom.id == Message.chatroom_id).where(Message.id == reply_id)).one()
-    claim = Claim(reply_id, token, attempts, row.reply_to, row.chatroom_id, row.user_id)
+    with db.engine.begin() as conn:
+        if lease_token is None:
+            conn.execute(update(messages).where(messages.c.id == reply_id, messages.c.lease_token.is_(None))
+                         .values(lease_token=token))
+        row = conn.execute(select(messages.c.reply_to, messages.c.chatroom_id)
+                           .where(messages.c.id == reply_id)).one()
+    claim = Claim(reply_id, token, attempts, row.reply_to, row.chatroom_id)
     error = {"code": "retries_exhausted", "message": f"No answer after {attempts} attempts; retry the message."}
     return finish(claim, "failed", error=error) == "failed"

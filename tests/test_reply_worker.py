@@ -1,0 +1,135 @@
+"""The consumer's own machinery: its lean app, the single-transaction claim, and the per-attempt stream writer."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gemini_backend.extensions import db
+from gemini_backend.models import Message
+from tests.chat_helpers import ChatUser
+from tests.conftest import BACKEND
+from tests.helpers import ROOT, child_env, wait_for
+
+services_only = pytest.mark.skipif(BACKEND.name != "services", reason="reply streams need Redis (services mode)")
+
+
+@pytest.fixture()
+def alice(app, client):
+    return ChatUser(app, client, pro=True)
+
+
+def _add(room_id: int, role: str, content: str, status: str, reply_to: int | None = None) -> int:
+    row = Message(chatroom_id=room_id, role=role, content=content, status=status, reply_to=reply_to)
+    db.session.add(row)
+    db.session.flush()
+    return row.id
+
+
+def test_worker_app_leaves_out_the_web_side(app):
+    """The app the consumer runs in loads the reply path without the web's routes, schemas, billing or migrations."""
+    code = ("import sys; from gemini_backend.tasks import create_worker_app; create_worker_app(); "
+            "import gemini_backend.services.replies; "
+            "print(' '.join(sorted(name for name in sys.modules if name.split('.')[0] in "
+            "('stripe', 'alembic', 'apispec', 'gemini_backend'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert "gemini_backend.services.replies" in loaded
+    assert not loaded & {"stripe", "gemini_backend.api", "gemini_backend.services.billing",
+                         "gemini_backend.services.messages", "gemini_backend.schemas"}
+
+
+def test_flask_worker_becomes_the_lean_consumer_in_place(worker):
+    """`flask worker` replaces itself (same pid, so signals and supervisors still reach it) with run_consumer."""
+    def consumer_runs() -> bool:
+        return b"run_consumer" in Path(f"/proc/{worker.pid}/cmdline").read_bytes()
+    wait_for(consumer_runs, timeout=30, what="`flask worker` to become the consumer", proc=worker)
+
+
+def test_claim_with_history_takes_the_lease_once_and_reads_answered_turns(app, alice):
+    """One claim gets the lease and the history (failed exchanges left out); a second claim gets nothing."""
+    from gemini_backend.ai import Turn
+    from gemini_backend.services.replies import claim_with_history
+    room = alice.room()
+    with app.app_context():
+        first = _add(room, "user", "My name is Ada.", "complete")
+        _add(room, "model", "Hello Ada.", "complete", reply_to=first)
+        failed = _add(room, "user", "lost question", "complete")
+        _add(room, "model", "", "failed", reply_to=failed)
+        question = _add(room, "user", "What is my name?", "complete")
+        reply = _add(room, "model", "", "pending", reply_to=question)
+        db.session.commit()
+        claimed = claim_with_history(reply)
+        again = claim_with_history(reply)
+        attempts = db.session.get(Message, reply).attempts
+    assert claimed is not None and again is None
+    claim, history = claimed
+    assert (claim.reply_id, claim.attempt, claim.user_message_id, claim.room_id) == (reply, 1, question, room)
+    assert history == [Turn("user", "My name is Ada."), Turn("model", "Hello Ada."), Turn("user", "What is my name?")]
+    assert attempts == 1
+
+
+@services_only
+def test_attempt_stream_writes_in_order_and_announces_the_end(app):
+    """Entries go out in order on one connection; the end sets the short expiry and wakes the reply's waiters."""
+    from gemini_backend.extensions import get_redis
+    from gemini_backend.services import notify, streams
+    with app.app_context():
+        redis = get_redis()
+        waiter = redis.pubsub()
+        waiter.subscribe(notify.channel(41))
+        assert waiter.get_message(timeout=2)["type"] == "subscribe"
+        with streams.AttemptStream(41, attempt=2) as stream:
+            stream.reset()
+            stream.delta("Hel")
+            stream.delta("lo")
+            stream.end("complete")
+        entries = [fields for _, fields in redis.xrange(streams.stream_key(41))]
+        ttl = redis.ttl(streams.stream_key(41))
+        message = waiter.get_message(timeout=2)
+        waiter.close()
+    assert entries == [{b"type": b"reset", b"attempt": b"2"},
+                       {b"type": b"delta", b"attempt": b"2", b"text": b"Hel"},
+                       {b"type": b"delta", b"attempt": b"2", b"text": b"lo"},
+                       {b"type": b"end", b"status": b"complete"}]
+    assert 0 < ttl <= streams.KEEP_AFTER_END_SECONDS
+    assert message is not None and message["data"] == b"complete"
+
+
+@services_only
+def test_attempt_stream_hands_back_a_clean_connection(app):
+    """An attempt that ends without an end entry (a retry), after more chunks than it keeps unread, has read every
+    reply it was sent: the pooled connection answers the next command with that command's own reply."""
+    from gemini_backend.extensions import get_redis
+    from gemini_backend.services import streams
+    chunks = streams.DRAIN_AT  # two replies each: the writer drains its replies along the way
+    with app.app_context():
+        with streams.AttemptStream(42, attempt=1) as stream:
+            for n in range(chunks):
+                stream.delta(f"chunk {n} ")
+        redis = get_redis()
+        redis.set("gb-test:after-stream", "ok")
+        assert redis.get("gb-test:after-stream") == b"ok"
+        assert redis.xlen(streams.stream_key(42)) == chunks
+
+
+@services_only
+def test_each_attempt_streams_a_reset_then_its_chunks_then_the_end(alice, gemini, worker):
+    """A reply's stream: reset, chunks, end; a retry after a broken stream starts again with its own reset."""
+    from gemini_backend.extensions import get_redis
+    from gemini_backend.services import streams
+    room = alice.room()
+    plain = alice.say(room, "first time")
+    assert alice.finished_reply(room, plain["reply"]["id"])["status"] == "complete"
+    gemini.script = [("error_mid_stream", 503)]
+    retried = alice.say(room, "second time")
+    assert alice.finished_reply(room, retried["reply"]["id"])["status"] == "complete"
+    with alice.app.app_context():
+        kinds = {posted["reply"]["id"]: [(f[b"type"], f.get(b"attempt"))
+                                        for _, f in get_redis().xrange(streams.stream_key(posted["reply"]["id"]))]
+                 for posted in (plain, retried)}
+    assert kinds[plain["reply"]["id"]] == [(b"reset", b"1")] + [(b"delta", b"1")] * 3 + [(b"end", None)]
+    assert kinds[retried["reply"]["id"]] == ([(b"reset", b"1"), (b"delta", b"1"), (b"reset", b"2")]
+                                            + [(b"delta", b"2")] * 3 + [(b"end", None)])
