@@ -8,10 +8,8 @@ import redis
 from pathlib import Path
 
 from flask_caching import Cache
-from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
@@ -42,9 +40,21 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
 api = Api()
-jwt = JWTManager()
+
+
+def __getattr__(name: str):
+    """The web-only extensions (jwt, migrate), made on first use: the Huey consumer never imports them."""
+    if name == "jwt":
+        from flask_jwt_extended import JWTManager
+        value = JWTManager()
+    elif name == "migrate":
+        from flask_migrate import Migrate
+        value = Migrate()
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 cache = Cache()
 
@@ -73,16 +83,17 @@ def bind_extensions(app) -> None:
     """init_app every extension and the pieces that hang on them (error shape, JWT loaders, engine pool)."""
     from gemini_backend import models  # noqa: F401  the models must be known to Migrate and the API
     from gemini_backend.services import tokens  # noqa: F401  registers the JWT revocation and user loaders
+    from gemini_backend import extensions  # jwt and migrate are made on first attribute access
     from gemini_backend.errors import register_error_handlers, register_jwt_loaders
 
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
-                     render_as_batch=True, compare_type=True)
+    extensions.migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
+                                render_as_batch=True, compare_type=True)
     api.init_app(app)
-    jwt.init_app(app)
-    register_jwt_loaders(jwt)
+    extensions.jwt.init_app(app)
+    register_jwt_loaders(extensions.jwt)
     limiter.init_app(app)
     cache.init_app(app)
     register_error_handlers(app)
@@ -91,7 +102,7 @@ def bind_extensions(app) -> None:
     tasks.bind_app(app)
 
 
-def _engine_options(cfg) -> dict:
+def engine_options(cfg) -> dict:
     """Pool and connect settings: fail fast when the database is down, never wait forever for a connection."""
     uri = cfg["SQLALCHEMY_DATABASE_URI"]
     options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})

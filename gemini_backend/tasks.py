@@ -53,13 +53,13 @@ def create_worker_app() -> Flask:
     """
     from gemini_backend import logs
     from gemini_backend.config import check_production, load_config
-    from gemini_backend.extensions import _engine_options, cache, db, limiter
+    from gemini_backend.extensions import engine_options, cache, db, limiter
 
     settings = load_config()
     check_production(settings)
     app = Flask("gemini_backend", instance_path=settings["INSTANCE_PATH"])
     app.config.update(settings)
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     logs.configure(app)
     db.init_app(app)
