@@ -25,7 +25,7 @@ _app: Flask | None = None
 _app_lock = threading.Lock()
 
 __all__ = ["huey", "bind_app", "app_task", "app_periodic_task", "generate_reply", "sweep_replies",
-           "create_worker_app", "run_consumer", "exec_consumer"]
+           "enqueue_reply", "create_worker_app", "run_consumer", "exec_consumer"]
 
 
 def bind_app(app: Flask) -> None:
@@ -147,6 +147,14 @@ def generate_reply(reply_id: int) -> str:
     except RetryLater as exc:
         # RetryTask does not use up Huey's own retries: our attempt counter in the database bounds them.
         raise RetryTask(delay=exc.delay) from None
+
+
+def enqueue_reply(reply_id: int) -> None:
+    """Queue generate_reply; a failure is logged, not raised: the sweeper picks the reply up later."""
+    try:
+        generate_reply(reply_id)
+    except Exception as exc:
+        log.warning("could not enqueue reply %s (the sweeper will): %s", reply_id, exc)
 
 
 @app_periodic_task(crontab(minute="*"))

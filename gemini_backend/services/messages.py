@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,14 +17,14 @@ from gemini_backend.services import quota
 from gemini_backend.services.chat import get_room
 from gemini_backend.services.notify import wait_for_reply
 from gemini_backend.services.tokens import user_state
+from gemini_backend.tasks import enqueue_reply
 
-log = logging.getLogger(__name__)
 _message_schema = MessageSchema()
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
-def dump_message(message: Message | dict[str, Any]) -> dict[str, Any]:
-    """A Message (or a dict of its fields) as its JSON-ready dict."""
+def dump_message(message: Message) -> dict[str, Any]:
+    """A Message as its JSON-ready dict."""
     return _message_schema.dump(message)
 
 
@@ -140,15 +139,6 @@ def _replay(user_id: int, key: str, request_hash: str) -> dict | None:
         raise Conflict("This Idempotency-Key was already used for a different request.",
                        error="idempotency_key_reused")
     return dict(record.response_body)
-
-
-def enqueue_reply(reply_id: int) -> None:
-    """Queue generate_reply; a failure is logged, not raised: the sweeper will pick the reply up."""
-    from gemini_backend.tasks import generate_reply
-    try:
-        generate_reply(reply_id)
-    except Exception as exc:
-        log.warning("could not enqueue reply %s (the sweeper will): %s", reply_id, exc)
 
 
 def get_message(user_id: int, room_id: int, message_id: int) -> Message:

@@ -28,6 +28,7 @@ from gemini_backend.caching import drop_chatroom_list
 from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
 from gemini_backend.services import quota, streams
+from gemini_backend.tasks import enqueue_reply
 
 log = logging.getLogger(__name__)
 HISTORY_ROWS = 400  # newest rows read for context; the token budget trims further
@@ -333,7 +334,7 @@ def sweep_replies() -> dict[str, int]:
                 counts["failed"] += 1
             continue
         if _mark_requeued(row.id, row.lease_token, now):
-            _enqueue(row.id)
+            enqueue_reply(row.id)
             counts["requeued"] += 1
     if any(counts.values()):
         log.info("sweeper: %s", counts)
@@ -347,17 +348,6 @@ def _mark_requeued(reply_id: int, lease_token: str | None, now: datetime) -> boo
         return conn.execute(update(messages).where(messages.c.id == reply_id, messages.c.status == "pending",
                                                    same_lease)
                             .values(lease_token=None, lease_expires_at=now)).rowcount == 1
-
-
-def _enqueue(reply_id: int) -> None:
-    """Queue the reply's task; a failure is only logged: the next sweep tries again."""
-    # Not services.messages.enqueue_reply: importing the web's message service would load its schemas and
-    # token handling into the consumer for this one call.
-    from gemini_backend.tasks import generate_reply
-    try:
-        generate_reply(reply_id)
-    except Exception as exc:
-        log.warning("could not enqueue reply %s (the next sweep will): %s", reply_id, exc)
 
 
 def _fail_exhausted(reply_id: int, lease_token: str | None, attempts: int) -> bool:

@@ -144,11 +144,6 @@ def _publish(reply_id: int, fields: dict[str, str], expire: int = KEEP_WHILE_STR
         log.warning("stream publish for reply %s failed: %s", reply_id, exc)
 
 
-def publish_delta(reply_id: int, attempt: int, text: str) -> None:
-    """One chunk of an attempt's text, written now."""
-    _publish(reply_id, {"type": "delta", "attempt": str(attempt), "text": text})
-
-
 def publish_end(reply_id: int, status: str) -> None:
     """The reply is stored with its final status: end the stream (it expires a few minutes later) and wake
     everyone waiting on the reply (notify.wait_for_reply)."""
