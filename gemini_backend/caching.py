@@ -6,6 +6,7 @@ import logging
 import uuid
 from typing import Any, Callable
 
+from cachelib.redis_base import BaseRedisCache
 from flask import current_app, g, has_app_context
 
 from gemini_backend.extensions import cache
@@ -46,6 +47,16 @@ def drop_chatroom_list(user_id: int) -> None:
         cache.set(chatroom_list_version_key(user_id), uuid.uuid4().hex, timeout=_version_ttl())
     except Exception as exc:
         log.warning("cache invalidation for user %s failed: %s", user_id, exc)
+
+
+def drop_chatroom_list_command(user_id: int) -> tuple[Any, ...] | None:
+    """drop_chatroom_list as one raw Redis command, for a caller that sends it along with others; None when the
+    cache is not on Redis."""
+    backend = cache.cache
+    if not isinstance(backend, BaseRedisCache):
+        return None
+    key = f"{backend.key_prefix}{chatroom_list_version_key(user_id)}"
+    return ("SET", key, backend.serializer.dumps(uuid.uuid4().hex), "EX", _version_ttl())
 
 
 def _version_ttl() -> int:

@@ -46,8 +46,8 @@ api = Api()
 def __getattr__(name: str):
     """The web-only extensions (jwt, migrate), made on first use: the Huey consumer never imports them."""
     if name == "jwt":
-        from flask_jwt_extended import JWTManager
-        value = JWTManager()
+        from gemini_backend.verified_tokens import RememberingJWTManager
+        value = RememberingJWTManager()
     elif name == "migrate":
         from flask_migrate import Migrate
         value = Migrate()

@@ -7,10 +7,12 @@ import uuid
 from pathlib import Path
 
 import flask_smorest
+import marshmallow as ma
 import swagger_ui_bundle
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request, send_from_directory
+from flask.sessions import SessionInterface
 from flask_cors import CORS
 from webargs.flaskparser import FlaskParser
 from werkzeug.routing import IntegerConverter
@@ -31,6 +33,17 @@ class IdConverter(IntegerConverter):
 class JsonBodyParser(FlaskParser):
     """webargs' Flask parser, where a body nested too deeply for Python's JSON decoder is 400 invalid_json
     (like any other undecodable body), not a RecursionError and a 500."""
+
+    _schemas: dict[type, ma.Schema] = {}
+
+    def _get_schema(self, argmap, req):
+        # webargs makes a new instance of a schema class on every request; one per class does the same job.
+        if isinstance(argmap, type) and issubclass(argmap, ma.Schema):
+            schema = self._schemas.get(argmap)
+            if schema is None:
+                schema = self._schemas.setdefault(argmap, argmap())
+            return schema
+        return super()._get_schema(argmap, req)
 
     def _raw_load_json(self, req):
         try:
@@ -58,6 +71,16 @@ class StripTrailingSlash:
         return self.wsgi_app(environ, start_response)
 
 
+class NoCookieSessions(SessionInterface):
+    """The API keeps no cookie sessions (clients send bearer tokens): skip Flask's cookie work on every request."""
+
+    def open_session(self, app: Flask, request) -> None:
+        return None  # Flask then uses its read-only null session
+
+    def save_session(self, app: Flask, session, response) -> None:
+        return None
+
+
 EXPOSED_HEADERS = ["Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Cache",
                    "X-Request-ID"]
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID"]
@@ -74,6 +97,7 @@ def install_cors(app: Flask) -> None:
 def install(app: Flask) -> None:
     """Hook the request plumbing into the app."""
     install_cors(app)
+    app.session_interface = NoCookieSessions()
     app.wsgi_app = StripTrailingSlash(app.wsgi_app)  # type: ignore[method-assign]
     app.url_map.converters["id"] = IdConverter
     swagger_dir = Path(swagger_ui_bundle.swagger_ui_path)

@@ -17,6 +17,7 @@ from typing import Any, Callable, NoReturn
 from flask import Flask
 from huey import crontab
 from huey.exceptions import RetryTask
+from huey.storage import RedisStorage
 
 from gemini_backend.extensions import huey
 
@@ -149,12 +150,45 @@ def generate_reply(reply_id: int) -> str:
         raise RetryTask(delay=exc.delay) from None
 
 
-def enqueue_reply(reply_id: int) -> None:
-    """Queue generate_reply; a failure is logged, not raised: the sweeper picks the reply up later."""
+def enqueue_reply(reply_id: int, along: tuple[Any, ...] | None = None) -> None:
+    """Queue generate_reply; a failure is logged, not raised: the sweeper picks the reply up later.
+
+    `along`: one more Redis command for REDIS_URL (a cache drop), sent in the same round trip as the task when
+    the queue lives on that Redis too.
+    """
+    if along is not None and not _queue_shares_redis():
+        _run_alone(along)
+        along = None
     try:
-        generate_reply(reply_id)
+        if along is None:
+            generate_reply(reply_id)
+            return
+        # Huey's own enqueue, written out to share a pipeline: RedisStorage.enqueue is an LPUSH of the task.
+        data = huey.serialize_task(generate_reply.s(reply_id))
+        pipe = huey.storage.conn.pipeline(transaction=False)
+        pipe.execute_command(*along)
+        pipe.lpush(huey.storage.queue_key, data)
+        for outcome in pipe.execute(raise_on_error=False):
+            if isinstance(outcome, Exception):
+                raise outcome
     except Exception as exc:
         log.warning("could not enqueue reply %s (the sweeper will): %s", reply_id, exc)
+
+
+def _queue_shares_redis() -> bool:
+    """The queue is Huey's plain Redis storage on REDIS_URL (the default), so one connection reaches both."""
+    from flask import current_app
+    cfg = current_app.config
+    return type(huey.storage) is RedisStorage and bool(cfg["REDIS_URL"]) and cfg["QUEUE_URL"] == cfg["REDIS_URL"]
+
+
+def _run_alone(command: tuple[Any, ...]) -> None:
+    """Send one Redis command on its own; a failure is logged (a cache write that fails only ages out)."""
+    from gemini_backend.extensions import get_redis
+    try:
+        get_redis().execute_command(*command)
+    except Exception as exc:
+        log.warning("redis command %s failed: %s", command[0], exc)
 
 
 @app_periodic_task(crontab(minute="*"))

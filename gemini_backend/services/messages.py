@@ -6,9 +6,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from gemini_backend.caching import drop_chatroom_list
+from gemini_backend.caching import drop_chatroom_list, drop_chatroom_list_command
 from gemini_backend.errors import AppError, Conflict, NotFound
 from gemini_backend.extensions import db
 from gemini_backend.models import Chatroom, IdempotencyKey, Message, utcnow
@@ -37,40 +38,47 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
         replay = _replay(user_id, idempotency_key, request_hash)
         if replay is not None:
             return replay, quota.usage(user_id, tier)
+        db.session.commit()  # the write below runs on a connection of its own: hand this one back first
     now = utcnow()
-    # The room update comes first: it proves ownership (404 before any quota is used), and its row lock is
-    # held while the quota is taken, so a refused post leaves nothing behind when it rolls back.
-    ids = _insert_exchange(user_id, room_id, content, quota.day_of(now), now)
-    if ids is None:
-        db.session.rollback()
-        raise NotFound("No such chatroom.", error="chatroom_not_found")
+    ticket = None
     try:
-        ticket = quota.reserve_message(user_id, tier, at=now)
-    except BaseException:
-        db.session.rollback()
-        raise
-    body = _exchange_body(room_id, content, now, *ids)
-    try:
-        if idempotency_key:
-            db.session.execute(insert(IdempotencyKey.__table__).values(
-                user_id=user_id, key=idempotency_key, request_hash=request_hash, response_status=202,
-                response_body=body, created_at=now))
-        db.session.commit()
+        # A Core connection, not the ORM session: the post reads no objects, and a session's set-up and
+        # bookkeeping cost more CPU than the statement itself.
+        with db.engine.begin() as conn:
+            # The room update comes first: it proves ownership (404 before any quota is used), and its row lock
+            # is held while the quota is taken, so a refused post leaves nothing behind when it rolls back.
+            ids = _insert_exchange(conn, user_id, room_id, content, quota.day_of(now), now)
+            if ids is None:
+                raise NotFound("No such chatroom.", error="chatroom_not_found")
+            ticket = quota.reserve_message(user_id, tier, at=now)
+            body = _exchange_body(room_id, content, now, *ids)
+            if idempotency_key:
+                conn.execute(insert(IdempotencyKey.__table__).values(
+                    user_id=user_id, key=idempotency_key, request_hash=request_hash, response_status=202,
+                    response_body=body, created_at=now))
     except IntegrityError:
-        db.session.rollback()
-        quota.refund(ticket)
+        if ticket is not None:
+            quota.refund(ticket)
         # Another request with the same Idempotency-Key won the race: answer with its response.
         replay = _replay(user_id, idempotency_key, request_hash) if idempotency_key else None
         if replay is None:
             raise
         return replay, quota.usage(user_id, tier)
     except BaseException:
-        db.session.rollback()
-        quota.refund(ticket)
+        if ticket is not None:
+            quota.refund(ticket)
         raise
-    drop_chatroom_list(user_id)
-    enqueue_reply(body["reply"]["id"])
+    _announce(user_id, body["reply"]["id"])
     return body, ticket.usage
+
+
+def _announce(user_id: int, reply_id: int) -> None:
+    """After the post's commit: drop the user's cached room list and queue the reply, in one Redis round trip
+    when the cache and the queue share a Redis."""
+    command = drop_chatroom_list_command(user_id)
+    if command is None:
+        drop_chatroom_list(user_id)
+    enqueue_reply(reply_id, along=command)
 
 
 # PostgreSQL does the room update and both inserts in one round trip (data-modifying CTEs); the hottest
@@ -94,24 +102,23 @@ SELECT reply_to, id FROM reply
 """)
 
 
-def _insert_exchange(user_id: int, room_id: int, content: str, quota_day: str,
+def _insert_exchange(conn: Connection, user_id: int, room_id: int, content: str, quota_day: str,
                      now: datetime) -> tuple[int, int] | None:
-    """Begin the post's transaction: count the room's two new messages and insert the user message and its
-    pending reply; (message id, reply id), or None when the user has no such room."""
+    """In the post's transaction: count the room's two new messages and insert the user message and its pending
+    reply; (message id, reply id), or None when the user has no such room."""
     params = {"user_id": user_id, "room_id": room_id, "content": content, "quota_day": quota_day, "now": now}
-    if db.session.get_bind().dialect.name == "postgresql":
-        # On the session's connection: the ORM layer adds nothing to a textual statement but its overhead.
-        row = db.session.connection().execute(_INSERT_EXCHANGE_PG, params).first()
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(_INSERT_EXCHANGE_PG, params).first()
         return (row[0], row[1]) if row else None
     rooms, messages = Chatroom.__table__, Message.__table__
-    touched = db.session.execute(update(rooms).where(rooms.c.id == room_id, rooms.c.user_id == user_id).values(
-        message_count=rooms.c.message_count + 2, last_message_at=now, last_activity_at=now))
+    touched = conn.execute(update(rooms).where(rooms.c.id == room_id, rooms.c.user_id == user_id).values(
+        message_count=rooms.c.message_count + 2, last_message_at=now, last_activity_at=now, updated_at=now))
     if touched.rowcount != 1:
         return None
-    message_id = db.session.execute(insert(messages).values(
+    message_id = conn.execute(insert(messages).values(
         chatroom_id=room_id, role="user", content=content, status="complete", attempts=0, quota_day=quota_day,
         created_at=now, completed_at=now).returning(messages.c.id)).scalar_one()
-    reply_id = db.session.execute(insert(messages).values(
+    reply_id = conn.execute(insert(messages).values(
         chatroom_id=room_id, role="model", content="", status="pending", attempts=0, reply_to=message_id,
         created_at=now).returning(messages.c.id)).scalar_one()
     return message_id, reply_id
