@@ -59,6 +59,27 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 cache = Cache()
 
 
+class _NoRevocation:
+    """Huey without task revocation: it costs two queue round trips per task (a check before, a cleanup after),
+    and nothing here revokes tasks; a reply is stopped through its row, which every attempt re-checks."""
+
+    def is_revoked(self, task, timestamp=None, peek=True) -> bool:
+        return False
+
+    def delete(self, key):
+        if key.startswith("r:"):  # Task.revoke_id: the per-task revocation flag, which is never set
+            return False
+        return super().delete(key)
+
+
+class ReplyRedisHuey(_NoRevocation, RedisHuey):
+    """RedisHuey without revocation."""
+
+
+class ReplySqliteHuey(_NoRevocation, SqliteHuey):
+    """SqliteHuey without revocation."""
+
+
 def create_huey() -> Huey:
     """The queue: Huey on Redis in services mode, on SQLite when embedded (read from the environment,
     because the consumer imports this module before any app exists)."""
@@ -69,10 +90,10 @@ def create_huey() -> Huey:
                                              socket_connect_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
                                              health_check_interval=30)
         # results=False: nothing reads task return values, and stored results would pile up forever.
-        return RedisHuey(cfg["QUEUE_NAME"], connection_pool=pool, immediate=cfg["HUEY_IMMEDIATE"], utc=True,
+        return ReplyRedisHuey(cfg["QUEUE_NAME"], connection_pool=pool, immediate=cfg["HUEY_IMMEDIATE"], utc=True,
                          results=False)
     Path(cfg["HUEY_SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey(cfg["QUEUE_NAME"], filename=cfg["HUEY_SQLITE_PATH"], immediate=cfg["HUEY_IMMEDIATE"],
+    return ReplySqliteHuey(cfg["QUEUE_NAME"], filename=cfg["HUEY_SQLITE_PATH"], immediate=cfg["HUEY_IMMEDIATE"],
                       utc=True, timeout=10, results=False)
 
 

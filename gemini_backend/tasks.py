@@ -81,6 +81,11 @@ def run_consumer(workers: int, worker_type: str = "thread", graceful_signal: str
                             scheduler_interval=5, check_worker_health=True, **polling)
     config.validate()
     config.setup_logger()
+    if app.config["LOG_LEVEL"] != "DEBUG":
+        # Per task, Huey logs two lines and the HTTP client one; the reply's own line says what they say.
+        for name in ("huey", "httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("huey.consumer").setLevel(logging.INFO)  # start, stop and worker health stay visible
     huey.create_consumer(**config.values).run()
 
 

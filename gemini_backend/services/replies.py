@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, Turn, get_client
-from gemini_backend.caching import drop_chatroom_list
+from gemini_backend.caching import drop_chatroom_list, drop_chatroom_list_command
 from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
 from gemini_backend.services import quota, streams
@@ -117,11 +117,21 @@ def claim_reply(reply_id: int) -> Claim | None:
         return _take_lease(conn, reply_id)
 
 
+def _one_statement() -> Any:
+    """A connection for a transaction of one statement: on PostgreSQL in autocommit, so the statement commits as
+    it runs and no COMMIT round trip follows; elsewhere an ordinary transaction."""
+    engine = db.engine
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return engine.begin()
+
+
 def claim_with_history(reply_id: int) -> tuple[Claim, list[Turn]] | None:
     """Take the lease and read the history in one transaction; None when the reply is not ours to answer."""
-    with db.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":  # one round trip instead of two
+    if db.engine.dialect.name == "postgresql":  # one statement, one round trip
+        with _one_statement() as conn:
             return _take_lease_with_history(conn, reply_id)
+    with db.engine.begin() as conn:
         claim = _take_lease(conn, reply_id)
         if claim is None:
             return None
@@ -273,20 +283,28 @@ def release_for_retry(claim: Claim, delay: float) -> None:
 def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] | None = None,
            stream: streams.AttemptStream | None = None) -> str:
     """Store the outcome if this attempt still holds the lease; give the quota unit back on failure."""
-    with db.engine.begin() as conn:
-        owner = _store_outcome(conn, claim, status, content, error)
-        refund_day = (_take_back_quota_day(conn, claim.user_message_id)
-                      if owner is not None and status in ("failed", "blocked") else None)
+    refund_day = None
+    if status == "complete" and db.engine.dialect.name == "postgresql":  # one statement, one round trip
+        with _one_statement() as conn:
+            owner = _store_outcome(conn, claim, status, content, error)
+    else:
+        with db.engine.begin() as conn:
+            owner = _store_outcome(conn, claim, status, content, error)
+            if owner is not None and status in ("failed", "blocked"):
+                refund_day = _take_back_quota_day(conn, claim.user_message_id)
     if owner is None:
         log.warning("reply %s: lease lost before finishing; another attempt owns it", claim.reply_id)
         return "skipped"
     if refund_day:
         quota.refund(owner, refund_day)
-    drop_chatroom_list(owner)
+    # The list drop rides with the stream's end when both live on the app's Redis: one round trip, not two.
+    drop = drop_chatroom_list_command(owner) if streams.enabled() else None
+    if drop is None:
+        drop_chatroom_list(owner)
     if stream is not None:
-        stream.end(status)
+        stream.end(status, also=drop)
     else:
-        streams.publish_end(claim.reply_id, status)
+        streams.publish_end(claim.reply_id, status, also=drop)
     log.info("reply %s %s after %s attempt(s)", claim.reply_id, status, claim.attempt)
     return status
 

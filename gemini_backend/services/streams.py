@@ -27,12 +27,16 @@ def enabled() -> bool:
     return bool(current_app.config["REDIS_URL"])
 
 
-def _commands(reply_id: int, fields: dict[str, str], expire: int, announce: str | None) -> list[tuple[Any, ...]]:
-    """Append one entry and refresh the stream's expiry; with announce, also wake the reply's waiters."""
+def _commands(reply_id: int, fields: dict[str, str], expire: int, announce: str | None,
+              also: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    """Append one entry and refresh the stream's expiry; with announce, also wake the reply's waiters; with also,
+    one more command for the same Redis (a cache drop) in the same send."""
     key = stream_key(reply_id)
     flat = [part for item in fields.items() for part in item]
     commands: list[tuple[Any, ...]] = [("XADD", key, "MAXLEN", "~", MAX_ENTRIES, "*", *flat),
                                        ("EXPIRE", key, expire)]
+    if also is not None:
+        commands.append(also)  # before the announcement: a woken waiter must find the cache dropped
     if announce is not None:
         commands.append(("PUBLISH", channel(reply_id), announce))
     return commands
@@ -73,12 +77,13 @@ class AttemptStream:
         """One chunk of the attempt's text."""
         self._send({"type": "delta", "attempt": str(self.attempt), "text": text})
 
-    def end(self, status: str) -> None:
-        """The reply is stored with its final status: end the stream (kept a few minutes), wake its waiters."""
-        if self._broken:
-            publish_end(self.reply_id, status)  # on a new connection: clients must learn of the end
-        else:
-            self._send(_end_fields(status), KEEP_AFTER_END_SECONDS, announce=status)
+    def end(self, status: str, also: tuple[Any, ...] | None = None) -> None:
+        """The reply is stored with its final status: end the stream (kept a few minutes), wake its waiters;
+        `also`: one more Redis command to send with it (a cache drop)."""
+        if not self._broken:
+            self._send(_end_fields(status), KEEP_AFTER_END_SECONDS, announce=status, also=also)
+        if self._broken:  # before or by this send: on a new connection, clients must learn of the end
+            publish_end(self.reply_id, status, also)
         self.close()
 
     def close(self) -> None:
@@ -89,11 +94,11 @@ class AttemptStream:
             self._release()
 
     def _send(self, fields: dict[str, str], expire: int = KEEP_WHILE_STREAMING_SECONDS,
-              announce: str | None = None) -> None:
+              announce: str | None = None, also: tuple[Any, ...] | None = None) -> None:
         """Send one entry's commands without waiting for their replies."""
         if not self._enabled or self._broken:
             return
-        commands = _commands(self.reply_id, fields, expire, announce)
+        commands = _commands(self.reply_id, fields, expire, announce, also)
         try:
             if self._conn is None:
                 self._pool = get_redis().connection_pool
@@ -131,20 +136,20 @@ class AttemptStream:
 
 
 def _publish(reply_id: int, fields: dict[str, str], expire: int = KEEP_WHILE_STREAMING_SECONDS,
-             announce: str | None = None) -> None:
+             announce: str | None = None, also: tuple[Any, ...] | None = None) -> None:
     """One entry (and announcement) in one round trip, outside an attempt."""
     if not enabled():
         return
     try:
         pipe = get_redis().pipeline(transaction=False)
-        for command in _commands(reply_id, fields, expire, announce):
+        for command in _commands(reply_id, fields, expire, announce, also):
             pipe.execute_command(*command)
         pipe.execute()
     except Exception as exc:
         log.warning("stream publish for reply %s failed: %s", reply_id, exc)
 
 
-def publish_end(reply_id: int, status: str) -> None:
+def publish_end(reply_id: int, status: str, also: tuple[Any, ...] | None = None) -> None:
     """The reply is stored with its final status: end the stream (it expires a few minutes later) and wake
-    everyone waiting on the reply (notify.wait_for_reply)."""
-    _publish(reply_id, _end_fields(status), KEEP_AFTER_END_SECONDS, announce=status)
+    everyone waiting on the reply (notify.wait_for_reply); `also`: one more command to send with it."""
+    _publish(reply_id, _end_fields(status), KEEP_AFTER_END_SECONDS, announce=status, also=also)
