@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
+import os
 from pathlib import Path
 
 import flask_smorest
@@ -110,7 +110,7 @@ def install(app: Flask) -> None:
     @app.before_request
     def tag_request():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
 
     @app.before_request
     def require_json_body():

@@ -81,25 +81,39 @@ def _announce(user_id: int, reply_id: int) -> None:
     enqueue_reply(reply_id, along=command)
 
 
-# PostgreSQL does the room update and both inserts in one round trip (data-modifying CTEs); the hottest
-# write then costs one statement and the commit.
-_INSERT_EXCHANGE_PG = text("""
+# PostgreSQL does the room update and both inserts in one round trip (data-modifying CTEs), as a prepared
+# statement: the hottest write then costs one EXECUTE, which PostgreSQL neither parses nor plans again, and the
+# commit.
+_EXCHANGE_PG = """
 WITH room AS (
-    UPDATE chatrooms SET message_count = message_count + 2, last_message_at = :now, last_activity_at = :now,
-                         updated_at = :now
-    WHERE id = :room_id AND user_id = :user_id
+    UPDATE chatrooms SET message_count = message_count + 2, last_message_at = $5, last_activity_at = $5,
+                         updated_at = $5
+    WHERE id = $2 AND user_id = $1
     RETURNING id
 ), message AS (
     INSERT INTO messages (chatroom_id, role, content, status, attempts, quota_day, created_at, completed_at)
-    SELECT id, 'user', :content, 'complete', 0, :quota_day, :now, :now FROM room
+    SELECT id, 'user', $3, 'complete', 0, $4, $5, $5 FROM room
     RETURNING id, chatroom_id
 ), reply AS (
     INSERT INTO messages (chatroom_id, role, content, status, attempts, reply_to, created_at)
-    SELECT chatroom_id, 'model', '', 'pending', 0, id, :now FROM message
+    SELECT chatroom_id, 'model', '', 'pending', 0, id, $5 FROM message
     RETURNING id, reply_to
 )
 SELECT reply_to, id FROM reply
-""")
+"""
+_PREPARE_EXCHANGE_PG = f"PREPARE gb_insert_exchange (bigint, bigint, text, varchar, timestamptz) AS {_EXCHANGE_PG}"
+_EXECUTE_EXCHANGE_PG = ("EXECUTE gb_insert_exchange (%(user_id)s, %(room_id)s, %(content)s, %(quota_day)s, "
+                        "%(now)s)")
+
+
+def _execute_exchange_pg(conn: Connection, params: dict[str, Any]) -> Any:
+    """Run the prepared exchange statement, preparing it first on a connection that has not seen it yet."""
+    # Connection.info lives as long as the database connection, as does a prepared statement; PREPARE is not
+    # undone by a rollback, so the flag cannot outlive the statement.
+    if not conn.info.get("gb_insert_exchange"):
+        conn.exec_driver_sql(_PREPARE_EXCHANGE_PG)
+        conn.info["gb_insert_exchange"] = True
+    return conn.exec_driver_sql(_EXECUTE_EXCHANGE_PG, params).first()
 
 
 def _insert_exchange(conn: Connection, user_id: int, room_id: int, content: str, quota_day: str,
@@ -108,7 +122,7 @@ def _insert_exchange(conn: Connection, user_id: int, room_id: int, content: str,
     reply; (message id, reply id), or None when the user has no such room."""
     params = {"user_id": user_id, "room_id": room_id, "content": content, "quota_day": quota_day, "now": now}
     if conn.dialect.name == "postgresql":
-        row = conn.execute(_INSERT_EXCHANGE_PG, params).first()
+        row = _execute_exchange_pg(conn, params)
         return (row[0], row[1]) if row else None
     rooms, messages = Chatroom.__table__, Message.__table__
     touched = conn.execute(update(rooms).where(rooms.c.id == room_id, rooms.c.user_id == user_id).values(

@@ -68,7 +68,7 @@ def utc_now() -> datetime:
 
 def day_of(at: datetime) -> str:
     """The UTC calendar day of a moment, as the quota counts days (YYYY-MM-DD)."""
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    return at.astimezone(timezone.utc).date().isoformat()  # isoformat, not strftime: this runs on every post
 
 
 def _next_midnight_of(day: str) -> datetime:
