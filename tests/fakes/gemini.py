@@ -19,6 +19,7 @@ import re
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -214,6 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, error_body(404, f"Method not found: GET {self.path}"))
 
     def do_POST(self) -> None:
+        arrived = time.monotonic()
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -252,14 +254,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         behaviour = self.fake._next_behaviour() or ("reply", None)
-        self.fake._sleep(self.fake.latency)
         kind, args = behaviour[0], behaviour[1:]
         if kind == "timeout":  # stall, then answer normally (the client has usually given up by then)
-            self.fake._sleep(float(args[0]))
+            self.fake._sleep(self.fake.latency + float(args[0]))
             if self.fake._stopping.is_set():
                 self.close_connection = True
                 return
             kind, args = "reply", (None,)
+        # The answer is ready `latency` seconds after the request arrived, whatever this fake spent on it: the
+        # latency is the model's, the fake's own work is no part of it.
+        events = _events(self.fake, kind, args, body, match["model"], stream)
+        self.fake._sleep(arrived + self.fake.latency - time.monotonic())
         if kind == "error" or (kind == "error_mid_stream" and not stream):
             status = int(args[0])
             self._send_json(status, error_body(status, args[1] if len(args) > 1 else None))
@@ -267,7 +272,6 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "disconnect" and not stream:
             self._hang_up()
             return
-        events = _events(self.fake, kind, args, body, match["model"], stream)
         if events is None:
             self._send_json(500, error_body(500, f"FakeGemini: unknown script behaviour {behaviour!r}"))
         elif not stream:
