@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
               f"Load: {gen.name}. Web: gunicorn gunicorn.conf.py, {args.web_workers} workers x {args.threads} "
               f"threads (gthread), APP_ENV=production. Consumer: `flask worker -w {args.consumer_threads}`. "
               f"Fake Gemini L = {args.latency} s. HTTP figures: {s.rounds} interleaved rounds of {s.seconds / s.rounds:g} s, "
-              f"ratios are medians of same-round ratios" + (" (--quick)." if args.quick else ".")]
+              f"ratios are medians of same-round ratios, each round opened and closed by the floor" +
+              (" (--quick)." if args.quick else ".")]
     print("\n".join(header), flush=True)
     stack = Stack(web_workers=args.web_workers, web_threads=args.threads, latency=args.latency,
                   redis_db=args.redis_db)

@@ -37,12 +37,23 @@ class Settings:
     rounds: int  # the HTTP figures are measured in this many interleaved rounds
 
 
-def interleaved(gen: Generator, runs: list[tuple[str, Target, int]], s: Settings) -> dict[str, list[Load]]:
-    """Each run once per round, rounds back to back: a burst of other work hits one round, not one figure."""
+def interleaved(gen: Generator, runs: list[tuple[str, Target, int]], s: Settings,
+                bracket: str | None = None) -> dict[str, list[Load]]:
+    """Each run once per round, rounds back to back: a burst of other work hits one round, not one figure.
+
+    With bracket (the reference run's name), the reference also runs again at the end of each round and counts
+    as the mean of its two runs, so every figure of the round sits between two measurements of its reference.
+    """
     results: dict[str, list[Load]] = {name: [] for name, _, _ in runs}
     for _ in range(s.rounds):
         for name, target, connections in runs:
             results[name].append(gen.run(target, connections, s.seconds / s.rounds))
+        if bracket is not None:
+            _, target, connections = next(run for run in runs if run[0] == bracket)
+            first, again = results[bracket][-1], gen.run(target, connections, s.seconds / s.rounds)
+            results[bracket][-1] = Load((first.rps + again.rps) / 2, (first.p50_ms + again.p50_ms) / 2,
+                                        (first.p99_ms + again.p99_ms) / 2, first.requests + again.requests,
+                                        first.errors + again.errors)
     return results
 
 
@@ -81,7 +92,7 @@ def http_figures(gen: Generator, floor: Proc, cached: Proc, uncached: Proc, toke
             ("post32", Target(url(cached), "POST", posts), 32)]
     for _, target, connections in runs:
         gen.run(target, connections, s.warmup)
-    r = interleaved(gen, runs, s)
+    r = interleaved(gen, runs, s, bracket="floor")
     floor_load, hit, miss = median_load(r["floor"]), median_load(r["cached"]), median_load(r["uncached"])
     ratio, value = per_round(r["cached"], r["floor"]), per_round(r["cached"], r["uncached"])
     rows = [
