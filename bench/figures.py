@@ -118,7 +118,7 @@ def http_figures(gen: Generator, floor: Proc, cached: Proc, uncached: Proc, toke
 def reply_figures(app, web: Proc, writers: list[seeding.Writer], s: Settings) -> list[Row]:
     """Figures 4-5: reply throughput at saturation, and per-reply overhead under steady load below it."""
     w, latency = s.consumer_threads, s.latency
-    out = [sdk_reference(app, latency)]
+    out = [sdk_reference(app, latency), sdk_ceiling(app, latency, w, w * s.saturation_factor)]
     warm = seeding.pending_replies(app, writers, w * 2, "warm-up")  # connections, SDK clients, imports
     seeding.enqueue(app, warm)
     seeding.wait_finished(app, warm[0] - 1, len(warm), timeout=60)
@@ -160,6 +160,34 @@ def sdk_reference(app, latency: float, calls: int = 20) -> Row:
     spent = sorted(spent[2:])  # the first calls open the connection
     return Row("reference: one SDK streaming call to fake Gemini, sequential (SDK + fake, no app)",
                f"p50 {statistics.median(spent):.1f} ms, p99 {percentile(spent, 99):.1f} ms over L", "-", "-")
+
+
+def sdk_ceiling(app, latency: float, threads: int, calls: int) -> Row:
+    """For scale, no goal: figure 4 without the app (W threads making plain google-genai streaming calls to the
+    fake Gemini, saturated), the most this machine allows W/L to be."""
+    from gemini_backend.ai import GeminiSettings, Turn, get_client
+    with app.app_context():
+        client = get_client(GeminiSettings.from_config(app.config))
+    history = [Turn("user", "what is the capital of France?")]
+    left, lock = [calls], threading.Lock()
+
+    def caller() -> None:
+        while True:
+            with lock:
+                if left[0] == 0:
+                    return
+                left[0] -= 1
+            "".join(client.stream(history))
+
+    workers = [threading.Thread(target=caller, daemon=True) for _ in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    rate = calls / (time.perf_counter() - started)
+    return Row(f"reference: {calls} plain SDK streaming calls from {threads} threads, saturated (SDK + fake, no app)",
+               f"{rate:.1f} calls/s", f"{rate / (threads / latency):.2f} x W/L", "-")
 
 
 def steady_posts(base: str, writers: list[seeding.Writer], rate: float, seconds: float) -> int:
