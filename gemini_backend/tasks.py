@@ -173,9 +173,11 @@ def enqueue_reply(reply_id: int, along: tuple[Any, ...] | None = None) -> None:
         pipe = huey.storage.conn.pipeline(transaction=False)
         pipe.execute_command(*along)
         pipe.lpush(huey.storage.queue_key, data)
-        for outcome in pipe.execute(raise_on_error=False):
-            if isinstance(outcome, Exception):
-                raise outcome
+        along_outcome, queued = pipe.execute(raise_on_error=False)
+        if isinstance(along_outcome, Exception):
+            log.warning("redis command %s failed: %s", along[0], along_outcome)
+        if isinstance(queued, Exception):
+            raise queued
     except Exception as exc:
         log.warning("could not enqueue reply %s (the sweeper will): %s", reply_id, exc)
 

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Sequence
@@ -117,7 +118,7 @@ def claim_reply(reply_id: int) -> Claim | None:
         return _take_lease(conn, reply_id)
 
 
-def _one_statement() -> Any:
+def _one_statement() -> AbstractContextManager[Connection]:
     """A connection for a transaction of one statement: on PostgreSQL in autocommit, so the statement commits as
     it runs and no COMMIT round trip follows; elsewhere an ordinary transaction."""
     engine = db.engine
