@@ -58,6 +58,14 @@ def test_r3_postgres_restart(app, own_postgres):
         auth = {"Authorization": f"Bearer {tokens['access_token']}"}
         for i in range(5):  # warm the pool
             assert http_json(web_port, "POST", "/chatroom", auth, {"name": f"before {i}"})[0] == 201
+        room = http_json(web_port, "GET", "/chatroom", auth)[1]["chatrooms"][0]["id"]
+
+        def post_message(text: str) -> int:
+            # The post is a statement prepared once per connection: after a restart, every new connection
+            # must prepare it again.
+            return http_json(web_port, "POST", f"/chatroom/{room}/message", auth, {"content": text})[0]
+
+        assert [post_message(f"before {i}") for i in range(2)] == [202] * 2  # of Basic's 5 a day
 
         stop_pg()
         for method, path, body in [("POST", "/chatroom", {"name": "during"}), ("GET", "/user/me", None),
@@ -75,6 +83,7 @@ def test_r3_postgres_restart(app, own_postgres):
         status, rooms, _ = http_json(web_port, "GET", "/chatroom", auth)
         assert status == 200 and len(rooms["chatrooms"]) == 10
         assert http_json(web_port, "GET", "/readyz")[0] == 200
+        assert [post_message(f"after {i}") for i in range(2)] == [202] * 2
 
         # A restart nobody saw (no request during it): the pooled connections are dead but idle, so the
         # checkout ping replaces them and the very first request afterwards already works.
@@ -84,5 +93,9 @@ def test_r3_postgres_restart(app, own_postgres):
         for path in ("/chatroom", "/user/me", "/chatroom"):
             status, payload, _ = http_json(web_port, "GET", path, auth)
             assert status == 200, (path, status, payload)
+        time.sleep(1.2)
+        stop_pg()
+        start_pg()
+        assert post_message("unseen") == 202
     finally:
         stop(web)
