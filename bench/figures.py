@@ -146,12 +146,17 @@ def reply_figures(app, web: Proc, writers: list[seeding.Writer], s: Settings) ->
     return out
 
 
-def sdk_reference(app, latency: float, calls: int = 20) -> Row:
-    """For scale, no goal: one google-genai streaming call to fake Gemini from this process, minus L."""
+def _plain_sdk(app):
+    """The app's google-genai client (no queue, database or Redis around it) and a one-question history."""
     from gemini_backend.ai import GeminiSettings, Turn, get_client
     with app.app_context():
         client = get_client(GeminiSettings.from_config(app.config))
-    history = [Turn("user", "what is the capital of France?")]
+    return client, [Turn("user", "what is the capital of France?")]
+
+
+def sdk_reference(app, latency: float, calls: int = 20) -> Row:
+    """For scale, no goal: one google-genai streaming call to fake Gemini from this process, minus L."""
+    client, history = _plain_sdk(app)
     spent = []
     for _ in range(calls + 2):
         started = time.perf_counter()
@@ -165,10 +170,7 @@ def sdk_reference(app, latency: float, calls: int = 20) -> Row:
 def sdk_ceiling(app, latency: float, threads: int, calls: int) -> Row:
     """For scale, no goal: figure 4 without the app (W threads making plain google-genai streaming calls to the
     fake Gemini, saturated), the most this machine allows W/L to be."""
-    from gemini_backend.ai import GeminiSettings, Turn, get_client
-    with app.app_context():
-        client = get_client(GeminiSettings.from_config(app.config))
-    history = [Turn("user", "what is the capital of France?")]
+    client, history = _plain_sdk(app)
     left, lock = [calls], threading.Lock()
 
     def caller() -> None:

@@ -91,10 +91,10 @@ def create_huey() -> Huey:
                                              health_check_interval=30)
         # results=False: nothing reads task return values, and stored results would pile up forever.
         return ReplyRedisHuey(cfg["QUEUE_NAME"], connection_pool=pool, immediate=cfg["HUEY_IMMEDIATE"], utc=True,
-                         results=False)
+                              results=False)
     Path(cfg["HUEY_SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)
     return ReplySqliteHuey(cfg["QUEUE_NAME"], filename=cfg["HUEY_SQLITE_PATH"], immediate=cfg["HUEY_IMMEDIATE"],
-                      utc=True, timeout=10, results=False)
+                           utc=True, timeout=10, results=False)
 
 
 huey = create_huey()

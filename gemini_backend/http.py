@@ -1,9 +1,10 @@
 """Request plumbing: request ids, trailing slashes, JSON-only bodies, security headers, local Swagger UI assets."""
 from __future__ import annotations
 
+import functools
 import json
-import re
 import os
+import re
 from pathlib import Path
 
 import flask_smorest
@@ -30,19 +31,20 @@ class IdConverter(IntegerConverter):
         super().__init__(url_map, min=1, max=2**63 - 1)
 
 
+@functools.cache
+def _schema_instance(schema_class: type[ma.Schema]) -> ma.Schema:
+    """The one shared instance of a request schema class (schemas keep no per-load state)."""
+    return schema_class()
+
+
 class JsonBodyParser(FlaskParser):
     """webargs' Flask parser, where a body nested too deeply for Python's JSON decoder is 400 invalid_json
     (like any other undecodable body), not a RecursionError and a 500."""
 
-    _schemas: dict[type, ma.Schema] = {}
-
     def _get_schema(self, argmap, req):
         # webargs makes a new instance of a schema class on every request; one per class does the same job.
         if isinstance(argmap, type) and issubclass(argmap, ma.Schema):
-            schema = self._schemas.get(argmap)
-            if schema is None:
-                schema = self._schemas.setdefault(argmap, argmap())
-            return schema
+            return _schema_instance(argmap)
         return super()._get_schema(argmap, req)
 
     def _raw_load_json(self, req):

@@ -15,7 +15,6 @@ import json
 import logging
 import time
 import uuid
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Sequence
@@ -118,19 +117,16 @@ def claim_reply(reply_id: int) -> Claim | None:
         return _take_lease(conn, reply_id)
 
 
-def _one_statement() -> AbstractContextManager[Connection]:
-    """A connection for a transaction of one statement: on PostgreSQL in autocommit, so the statement commits as
-    it runs and no COMMIT round trip follows; elsewhere an ordinary transaction."""
-    engine = db.engine
-    if engine.dialect.name == "postgresql":
-        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    return engine.begin()
+def _autocommit() -> Connection:
+    """A PostgreSQL connection for a transaction of one statement: it commits as it runs, so no COMMIT round trip
+    follows."""
+    return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def claim_with_history(reply_id: int) -> tuple[Claim, list[Turn]] | None:
     """Take the lease and read the history in one transaction; None when the reply is not ours to answer."""
     if db.engine.dialect.name == "postgresql":  # one statement, one round trip
-        with _one_statement() as conn:
+        with _autocommit() as conn:
             return _take_lease_with_history(conn, reply_id)
     with db.engine.begin() as conn:
         claim = _take_lease(conn, reply_id)
@@ -286,7 +282,7 @@ def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] |
     """Store the outcome if this attempt still holds the lease; give the quota unit back on failure."""
     refund_day = None
     if status == "complete" and db.engine.dialect.name == "postgresql":  # one statement, one round trip
-        with _one_statement() as conn:
+        with _autocommit() as conn:
             owner = _store_outcome(conn, claim, status, content, error)
     else:
         with db.engine.begin() as conn:
@@ -298,8 +294,8 @@ def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] |
         return "skipped"
     if refund_day:
         quota.refund(owner, refund_day)
-    # The list drop rides with the stream's end when both live on the app's Redis: one round trip, not two.
-    drop = drop_chatroom_list_command(owner) if streams.enabled() else None
+    # The list drop rides with the stream's end when the cache is on Redis (as the streams are): one round trip.
+    drop = drop_chatroom_list_command(owner)
     if drop is None:
         drop_chatroom_list(owner)
     if stream is not None:
