@@ -132,6 +132,11 @@ def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path 
         # HTTP
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 256 * 1024),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        # How many reverse proxies in front append to X-Forwarded-For; 0 ignores the header (it can be forged).
+        "TRUSTED_PROXY_HOPS": _int(env, "TRUSTED_PROXY_HOPS", 0),
+        # Metrics: a bearer token guarding /metrics, and a separate port that serves it instead of the public one.
+        "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
+        "METRICS_PORT": _int(env, "METRICS_PORT", 0),
         # flask-smorest / OpenAPI
         "API_TITLE": "Gemini Backend",
         "API_VERSION": "1.0.0",

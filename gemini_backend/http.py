@@ -16,6 +16,7 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from flask.sessions import SessionInterface
 from flask_cors import CORS
 from webargs.flaskparser import FlaskParser
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from gemini_backend.errors import error_response
@@ -96,11 +97,20 @@ def install_cors(app: Flask) -> None:
              methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"], max_age=600)
 
 
+def install_proxy_fix(app: Flask) -> None:
+    """Behind TRUSTED_PROXY_HOPS reverse proxies, take the client address (and scheme) from the entries they
+    appended to X-Forwarded-For (-Proto); with 0 the headers are ignored, so a direct client cannot forge them."""
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
+
 def install(app: Flask) -> None:
     """Hook the request plumbing into the app."""
     install_cors(app)
     app.session_interface = NoCookieSessions()
     app.wsgi_app = StripTrailingSlash(app.wsgi_app)  # type: ignore[method-assign]
+    install_proxy_fix(app)
     app.url_map.converters["id"] = IdConverter
     swagger_dir = Path(swagger_ui_bundle.swagger_ui_path)
 

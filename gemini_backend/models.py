@@ -53,6 +53,9 @@ class User(db.Model):
     # Tokens carry the version they were issued under; bumping it revokes them all
     # (password change/reset, logout everywhere, a replayed refresh token).
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The session that went on through the last version bump (a password change): its access tokens of the
+    # version before stay valid until they expire; its refresh token was replaced.
+    kept_session_id: Mapped[Optional[str]] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -180,7 +180,7 @@ def test_s5_second_send_within_a_minute_is_429(client):
 
 
 def test_s5_five_sends_an_hour(app, client):
-    """At most 5 sends per phone per hour, even when the minute limit has passed each time."""
+    """At most 5 sends per phone per hour over all purposes, even when the minute limit has passed each time."""
     from gemini_backend.extensions import limiter
     from limits import parse
     phone = new_phone()
@@ -188,9 +188,38 @@ def test_s5_five_sends_an_hour(app, client):
     for _ in range(5):
         assert client.post("/auth/send-otp", json={"phone": phone}).status_code == 200
         with app.app_context():
-            limiter.limiter.clear(minute, "otp-send", phone)  # as if a minute had passed
+            limiter.limiter.clear(minute, "otp-send", phone, "login")  # as if a minute had passed
     r = client.post("/auth/send-otp", json={"phone": phone})
     assert r.status_code == 429 and int(r.headers["Retry-After"]) > 60
+
+
+def test_s5_minute_limit_is_per_purpose(client):
+    """A login code and then a reset code for the same number within a minute both go out; a second login
+    code is still refused."""
+    phone = new_phone()
+    signup(client, phone=phone, password="first-password")
+    assert client.post("/auth/send-otp", json={"phone": phone}).status_code == 200
+    assert client.post("/auth/forgot-password", json={"phone": phone}).status_code == 200
+    assert client.post("/auth/send-otp", json={"phone": phone}).status_code == 429
+
+
+def test_s15_forwarded_for_counts_only_with_trusted_hops(make_app):
+    """With TRUSTED_PROXY_HOPS=0 a forged X-Forwarded-For changes nothing: rotating it still hits the per-IP
+    limit. With 1 trusted hop, the client address is the proxy's last entry, so distinct clients behind one
+    proxy are limited separately."""
+    direct = make_app(AUTH_RATE_LIMIT="3 per minute").test_client()
+    forged = [direct.post("/auth/login", json={"phone": new_phone(), "password": "whatever1"},
+                          headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code for n in range(4)]
+    assert forged[:3] == [401, 401, 401] and forged[3] == 429
+
+    proxied = make_app(AUTH_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS=1).test_client()
+    distinct = [proxied.post("/auth/login", json={"phone": new_phone(), "password": "whatever1"},
+                             headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code for n in range(6)]
+    assert distinct == [401] * 6
+    one_client = [proxied.post("/auth/login", json={"phone": new_phone(), "password": "whatever1"},
+                               headers={"X-Forwarded-For": "1.2.3.4, 198.51.100.200"}).status_code
+                  for _ in range(4)]
+    assert one_client[3] == 429  # only the entry the trusted proxy appended counts, not the forged first one
 
 
 def test_s5_known_and_unknown_numbers_answer_alike(client):
@@ -231,14 +260,37 @@ def _all_dead(client, sessions):
         assert client.post("/auth/refresh", headers=bearer(s["refresh_token"])).status_code == 401
 
 
-def test_s6_password_change_revokes_every_earlier_token(client):
-    """After change-password, every earlier access and refresh token is refused; the fresh pair works."""
+def test_s6_password_change_revokes_every_other_session(client):
+    """After change-password, every other session's tokens are refused; the calling session goes on: its access
+    token still works, its old refresh token is refused, and the fresh pair works."""
     phone = new_phone()
     signup(client, phone=phone, password="first-password")
     a, b = _two_sessions(client, phone, "first-password")
     fresh = client.post("/auth/change-password", headers=bearer(a["access_token"]),
                         json={"new_password": "second-password", "current_password": "first-password"}).json
-    _all_dead(client, [a, b])
+    _all_dead(client, [b])
+    assert client.get("/user/me", headers=bearer(a["access_token"])).status_code == 200
+    assert client.post("/auth/refresh", headers=bearer(a["refresh_token"])).status_code == 401
+    assert client.get("/user/me", headers=bearer(fresh["access_token"])).status_code == 200
+    renewed = client.post("/auth/refresh", headers=bearer(fresh["refresh_token"]))
+    assert renewed.status_code == 200
+    # A later logout everywhere ends the kept session too.
+    assert client.post("/auth/logout", headers=bearer(renewed.json["access_token"]), json={"all": True}).status_code == 200
+    assert client.get("/user/me", headers=bearer(a["access_token"])).status_code == 401
+
+
+def test_s6_second_password_change_ends_the_first_kept_token(client):
+    """A password change keeps only the current version's session: an access token kept by an earlier change
+    stops working at the next one."""
+    phone = new_phone()
+    signup(client, phone=phone, password="first-password")
+    a = client.post("/auth/login", json={"phone": phone, "password": "first-password"}).json
+    fresh = client.post("/auth/change-password", headers=bearer(a["access_token"]),
+                        json={"new_password": "second-password", "current_password": "first-password"}).json
+    again = client.post("/auth/change-password", headers=bearer(fresh["access_token"]),
+                        json={"new_password": "third-password", "current_password": "second-password"})
+    assert again.status_code == 200
+    assert client.get("/user/me", headers=bearer(a["access_token"])).status_code == 401
     assert client.get("/user/me", headers=bearer(fresh["access_token"])).status_code == 200
 
 

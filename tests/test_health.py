@@ -4,6 +4,15 @@ import re
 from tests.conftest import BACKEND
 
 
+def test_root_says_what_the_server_is(client):
+    """GET / names the server and points at its docs, OpenAPI document and health probe, each of which answers."""
+    r = client.get("/")
+    assert r.status_code == 200
+    assert set(r.json) == {"name", "version", "docs", "openapi", "health"}
+    for link in ("docs", "openapi", "health"):
+        assert client.get(r.json[link]).status_code == 200, link
+
+
 def test_healthz_says_ok(client):
     """/healthz answers 200 {status: ok} without touching dependencies."""
     r = client.get("/healthz")

@@ -149,6 +149,7 @@ class ChangePassword(MethodView):
     @document_errors(blp, 401, *BODY_ERRORS,
                      notes={400: "wrong_password: current_password is missing or wrong."})
     def post(self, data):
-        """Change the password; all other tokens are revoked and a fresh pair is returned."""
-        fresh = auth.change_password(tokens.current_account(), data["new_password"], data["current_password"])
+        """Change the password; every other session is revoked, this one goes on with the fresh pair."""
+        fresh = auth.change_password(tokens.current_account(), data["new_password"], data["current_password"],
+                                     get_jwt().get("sid"))
         return {"message": "Password changed.", **fresh}

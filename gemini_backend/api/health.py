@@ -1,14 +1,25 @@
 """Liveness and readiness probes."""
 from __future__ import annotations
 
+from flask import current_app, url_for
 from flask.views import MethodView
 
 from gemini_backend.errors import error_body
 from gemini_backend.http import Blueprint
-from gemini_backend.schemas.common import HealthSchema, ReadinessSchema
+from gemini_backend.schemas.common import HealthSchema, ReadinessSchema, ServerInfoSchema
 from gemini_backend.services import health
 
-blp = Blueprint("health", __name__, description="Liveness and readiness probes")
+blp = Blueprint("health", __name__, description="What this server is; liveness and readiness probes")
+
+
+@blp.route("/")
+class ServerInfo(MethodView):
+    @blp.response(200, ServerInfoSchema)
+    def get(self):
+        """What this server is and where its docs are."""
+        cfg = current_app.config
+        return {"name": cfg["API_TITLE"], "version": cfg["API_VERSION"], "docs": cfg["OPENAPI_SWAGGER_UI_PATH"],
+                "openapi": "/" + cfg["OPENAPI_JSON_PATH"], "health": url_for("health.Liveness")}
 
 
 @blp.route("/healthz")

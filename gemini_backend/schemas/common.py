@@ -60,6 +60,14 @@ class MessageOnlySchema(ma.Schema):
     message = ma.fields.String(required=True, metadata={"example": "Done."})
 
 
+class ServerInfoSchema(ma.Schema):
+    name = ma.fields.String(required=True, metadata={"example": "Gemini Backend"})
+    version = ma.fields.String(required=True, metadata={"example": "1.0.0"})
+    docs = ma.fields.String(required=True, metadata={"example": "/docs"})
+    openapi = ma.fields.String(required=True, metadata={"example": "/openapi.json"})
+    health = ma.fields.String(required=True, metadata={"example": "/healthz"})
+
+
 class HealthSchema(ma.Schema):
     status = ma.fields.String(required=True, metadata={"example": "ok"})
 

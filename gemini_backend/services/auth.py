@@ -76,8 +76,10 @@ def reset_password(phone: str, code: str, new_password: str) -> None:
     revoke_all(user)
 
 
-def change_password(user: User, new_password: str, current_password: str | None) -> dict[str, Any]:
-    """Set a new password (the current one is required when set), revoke all tokens, return a fresh pair."""
+def change_password(user: User, new_password: str, current_password: str | None,
+                    session_id: str | None) -> dict[str, Any]:
+    """Set a new password (the current one is required when set) and revoke every other session; the calling
+    session goes on with a fresh pair (its access token keeps working until it expires)."""
     if user.password_hash is not None:
         if not current_password:
             raise AppError("Send current_password to change an existing password.", status=422,
@@ -87,5 +89,5 @@ def change_password(user: User, new_password: str, current_password: str | None)
             raise AppError("The current password is wrong.", status=400, error="wrong_password")
     user.password_hash = hash_password(new_password)
     db.session.commit()
-    revoke_all(user)
-    return issue_tokens(user)
+    revoke_all(user, keep_session=session_id)
+    return issue_tokens(user, sid=session_id)

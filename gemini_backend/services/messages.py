@@ -24,8 +24,8 @@ _message_schema = MessageSchema()
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
-def dump_message(message: Message) -> dict[str, Any]:
-    """A Message as its JSON-ready dict."""
+def dump_message(message: Any) -> dict[str, Any]:
+    """A Message (an ORM object or a row of the messages table) as its JSON-ready dict."""
     return _message_schema.dump(message)
 
 
@@ -47,11 +47,11 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
         with db.engine.begin() as conn:
             # The room update comes first: it proves ownership (404 before any quota is used), and its row lock
             # is held while the quota is taken, so a refused post leaves nothing behind when it rolls back.
-            ids = _insert_exchange(conn, user_id, room_id, content, quota.day_of(now), now)
-            if ids is None:
+            rows = _insert_exchange(conn, user_id, room_id, content, quota.day_of(now), now)
+            if rows is None:
                 raise NotFound("No such chatroom.", error="chatroom_not_found")
             ticket = quota.reserve_message(user_id, tier, at=now)
-            body = _exchange_body(room_id, content, now, *ids)
+            body = {"message": dump_message(rows[0]), "reply": dump_message(rows[1])}
             if idempotency_key:
                 conn.execute(insert(IdempotencyKey.__table__).values(
                     user_id=user_id, key=idempotency_key, request_hash=request_hash, response_status=202,
@@ -81,72 +81,26 @@ def _announce(user_id: int, reply_id: int) -> None:
     enqueue_reply(reply_id, along=command)
 
 
-# PostgreSQL does the room update and both inserts in one round trip (data-modifying CTEs), as a prepared
-# statement: the hottest write then costs one EXECUTE, which PostgreSQL neither parses nor plans again, and the
-# commit.
-_EXCHANGE_PG = """
-WITH room AS (
-    UPDATE chatrooms SET message_count = message_count + 2, last_message_at = $5, last_activity_at = $5,
-                         updated_at = $5
-    WHERE id = $2 AND user_id = $1
-    RETURNING id
-), message AS (
-    INSERT INTO messages (chatroom_id, role, content, status, attempts, quota_day, created_at, completed_at)
-    SELECT id, 'user', $3, 'complete', 0, $4, $5, $5 FROM room
-    RETURNING id, chatroom_id
-), reply AS (
-    INSERT INTO messages (chatroom_id, role, content, status, attempts, reply_to, created_at)
-    SELECT chatroom_id, 'model', '', 'pending', 0, id, $5 FROM message
-    RETURNING id, reply_to
-)
-SELECT reply_to, id FROM reply
-"""
-_PREPARE_EXCHANGE_PG = f"PREPARE gb_insert_exchange (bigint, bigint, text, varchar, timestamptz) AS {_EXCHANGE_PG}"
-_EXECUTE_EXCHANGE_PG = ("EXECUTE gb_insert_exchange (%(user_id)s, %(room_id)s, %(content)s, %(quota_day)s, "
-                        "%(now)s)")
-
-
-def _execute_exchange_pg(conn: Connection, params: dict[str, Any]) -> Any:
-    """Run the prepared exchange statement, preparing it first on a connection that has not seen it yet."""
-    # Connection.info lives as long as the database connection, as does a prepared statement; PREPARE is not
-    # undone by a rollback, so the flag cannot outlive the statement.
-    if not conn.info.get("gb_insert_exchange"):
-        conn.exec_driver_sql(_PREPARE_EXCHANGE_PG)
-        conn.info["gb_insert_exchange"] = True
-    return conn.exec_driver_sql(_EXECUTE_EXCHANGE_PG, params).first()
-
-
 def _insert_exchange(conn: Connection, user_id: int, room_id: int, content: str, quota_day: str,
-                     now: datetime) -> tuple[int, int] | None:
+                     now: datetime) -> tuple[Any, Any] | None:
     """In the post's transaction: count the room's two new messages and insert the user message and its pending
-    reply; (message id, reply id), or None when the user has no such room."""
-    params = {"user_id": user_id, "room_id": room_id, "content": content, "quota_day": quota_day, "now": now}
-    if conn.dialect.name == "postgresql":
-        row = _execute_exchange_pg(conn, params)
-        return (row[0], row[1]) if row else None
+    reply; (message row, reply row), or None when the user has no such room.
+
+    Plain statements, no server-side PREPARE or session state, so the post works through a transaction-mode
+    pooler (PgBouncer) as well as on a direct connection.
+    """
     rooms, messages = Chatroom.__table__, Message.__table__
     touched = conn.execute(update(rooms).where(rooms.c.id == room_id, rooms.c.user_id == user_id).values(
         message_count=rooms.c.message_count + 2, last_message_at=now, last_activity_at=now, updated_at=now))
     if touched.rowcount != 1:
         return None
-    message_id = conn.execute(insert(messages).values(
+    message = conn.execute(insert(messages).values(
         chatroom_id=room_id, role="user", content=content, status="complete", attempts=0, quota_day=quota_day,
-        created_at=now, completed_at=now).returning(messages.c.id)).scalar_one()
-    reply_id = conn.execute(insert(messages).values(
-        chatroom_id=room_id, role="model", content="", status="pending", attempts=0, reply_to=message_id,
-        created_at=now).returning(messages.c.id)).scalar_one()
-    return message_id, reply_id
-
-
-def _exchange_body(room_id: int, content: str, now: datetime, message_id: int, reply_id: int) -> dict:
-    """The 202 body {message, reply} of a fresh post, built from the values just inserted (MessageSchema's
-    fields, written out: the schema's dump costs more than the rest of the body)."""
-    at = now.isoformat()
-    common = {"chatroom_id": room_id, "error": None, "created_at": at}
-    return {"message": {**common, "id": message_id, "role": "user", "content": content, "status": "complete",
-                        "reply_to": None, "completed_at": at},
-            "reply": {**common, "id": reply_id, "role": "model", "content": "", "status": "pending",
-                      "reply_to": message_id, "completed_at": None}}
+        created_at=now, completed_at=now).returning(messages)).one()
+    reply = conn.execute(insert(messages).values(
+        chatroom_id=room_id, role="model", content="", status="pending", attempts=0, reply_to=message.id,
+        created_at=now).returning(messages)).one()
+    return message, reply
 
 
 def _replay(user_id: int, key: str, request_hash: str) -> dict | None:

@@ -18,8 +18,10 @@ from gemini_backend.models import OtpChallenge, utcnow
 from gemini_backend.services.sms import deliver_code
 
 PURPOSES = ("login", "reset")
-# Per phone, whoever asks: one code a minute, five an hour.
-SEND_LIMITS = (parse("1/minute"), parse("5/hour"))
+# Whoever asks: one code a minute per (phone, purpose), so a login code and then a reset code both go out;
+# five an hour per phone over all purposes.
+PER_PURPOSE_LIMIT = parse("1/minute")
+PER_PHONE_LIMIT = parse("5/hour")
 
 
 class OtpInvalid(AppError):
@@ -31,13 +33,15 @@ def _code_hash(phone: str, purpose: str, code: str) -> str:
     return hmac.new(secret, f"{phone}|{purpose}|{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def throttle_send(phone: str) -> None:
-    """Count one send for phone; 429 with Retry-After when over a limit (known or unknown number alike)."""
+def throttle_send(phone: str, purpose: str) -> None:
+    """Count one send for (phone, purpose); 429 with Retry-After when over a limit (known or unknown number
+    alike)."""
     strategy = limiter.limiter
-    for item in SEND_LIMITS:
+    for item, identifiers in ((PER_PURPOSE_LIMIT, ("otp-send", phone, purpose)),
+                              (PER_PHONE_LIMIT, ("otp-send", phone))):
         # hit() is one atomic increment-and-compare, so concurrent sends cannot both slip through.
-        if not strategy.hit(item, "otp-send", phone):
-            reset_at = strategy.get_window_stats(item, "otp-send", phone).reset_time
+        if not strategy.hit(item, *identifiers):
+            reset_at = strategy.get_window_stats(item, *identifiers).reset_time
             retry = max(1, math.ceil(reset_at - time.time()))
             raise TooManyRequests(f"Too many codes requested for this number; try again in {retry} seconds.",
                                   error="otp_rate_limited", headers={"Retry-After": str(retry)})
@@ -45,7 +49,7 @@ def throttle_send(phone: str) -> None:
 
 def send_code(phone: str, purpose: str, account_exists: bool) -> dict:
     """Throttle, then issue and deliver a code when the account exists; the answer never tells which."""
-    throttle_send(phone)
+    throttle_send(phone, purpose)
     ttl = current_app.config["OTP_TTL_SECONDS"]
     code = f"{secrets.randbelow(10**6):06d}"
     body = {"message": "If the number can receive codes, one is on its way.", "expires_in": ttl}

@@ -65,9 +65,11 @@ def revoke_session(payload: dict[str, Any]) -> None:
     _revoke_id(payload.get("sid") or payload["jti"], "sid" if payload.get("sid") else "jti", user_id, exp)
 
 
-def revoke_all(user: User) -> None:
-    """Revoke every token the user holds by bumping the token version."""
-    db.session.execute(update(User).where(User.id == user.id).values(token_version=User.token_version + 1))
+def revoke_all(user: User, keep_session: str | None = None) -> None:
+    """Revoke every token the user holds by bumping the token version; keep_session: the calling session's
+    access tokens go on working until they expire (its refresh token does not: issue a fresh pair)."""
+    db.session.execute(update(User).where(User.id == user.id).values(token_version=User.token_version + 1,
+                                                                     kept_session_id=keep_session))
     db.session.commit()
     db.session.refresh(user)
     drop_user_state(user.id)
@@ -107,7 +109,8 @@ def user_state(user_id: int) -> dict[str, Any] | None:
     revoked = db.session.scalars(
         select(RevokedToken.jti).where(RevokedToken.user_id == user_id, RevokedToken.kind == "sid",
                                        RevokedToken.expires_at > now)).all()
-    state = {"tier": user.tier, "ver": user.token_version, "revoked_sessions": sorted(revoked)}
+    state = {"tier": user.tier, "ver": user.token_version, "revoked_sessions": sorted(revoked),
+             "kept_session": user.kept_session_id}
     try:
         cache.set(key, state, timeout=current_app.config["CHATROOM_CACHE_TTL"])
     except Exception:
@@ -126,13 +129,22 @@ def is_token_revoked(jwt_header: dict, payload: dict) -> bool:
     state = user_state(user_id)
     if state is None:
         return True
-    if payload.get("ver", -1) != state["ver"] or payload.get("sid") in state["revoked_sessions"]:
+    if payload.get("sid") in state["revoked_sessions"]:
+        return True
+    if payload.get("ver", -1) != state["ver"] and not _kept_access_token(payload, state):
         return True
     if payload.get("type") == "refresh" and db.session.get(RevokedToken, payload["jti"]) is not None:
         # A spent refresh token came back: it leaked, so the user's whole token family goes.
         _refresh_token_reused(user_id)
         return True
     return False
+
+
+def _kept_access_token(payload: dict, state: dict[str, Any]) -> bool:
+    """An access token of the session that went on through the last version bump (a password change)."""
+    kept = state.get("kept_session")
+    return (kept is not None and payload.get("type") == "access" and payload.get("sid") == kept
+            and payload.get("ver") == state["ver"] - 1)
 
 
 def current_account() -> User:
