@@ -210,6 +210,21 @@ const SIGNUP = 'Sign up (alias mobile_number)';
 
 const auth = folder('Auth', 'Sign-up, one-time code login, password login and refresh-token rotation.', [
   {
+    name: 'What this server is (GET /)',
+    method: 'GET',
+    path: '/',
+    auth: 'none',
+    description: 'Names the server and points at its docs, OpenAPI document and health probe.',
+    test: lines(`
+${statusTest(200).join('\n')}
+const body = pm.response.json();
+pm.test('name, version and links', () => {
+    pm.expect(body).to.include.keys('name', 'version', 'docs', 'openapi', 'health');
+    pm.expect(body.docs).to.eql('/docs');
+});
+`),
+  },
+  {
     name: SIGNUP,
     method: 'POST',
     path: '/auth/signup',
@@ -851,12 +866,13 @@ const teardown = folder('Teardown', 'Change the password, log out, log back in, 
     method: 'POST',
     path: '/auth/change-password',
     description: '`old_password` and `newPassword` are accepted aliases of `current_password` and `new_password`. '
-      + 'Every other token is revoked; the answer carries a fresh pair, captured here.',
+      + 'Every other session is revoked; this one goes on, and the answer carries its fresh pair, captured here.',
     body: { old_password: '{{password}}', newPassword: '{{new_password}}' },
     pre: lines(`
 ${SAVE.join('\n')}
 save('new_password', 'new battery staple ' + Math.random().toString(36).slice(2, 8));
 pm.collectionVariables.set('previous_access_token', pm.variables.get('access_token'));
+pm.collectionVariables.set('previous_refresh_token', pm.variables.get('refresh_token'));
 `),
     test: lines(`
 ${SAVE.join('\n')}
@@ -873,11 +889,21 @@ save('password', pm.variables.get('new_password'));
 `),
   },
   {
-    name: 'Token from before the password change is revoked',
+    name: 'Access token from before the password change still works',
     method: 'GET',
     path: '/user/me',
     auth: 'bearer:{{previous_access_token}}',
-    description: 'All other tokens stop working after a password change.',
+    description: 'The calling session goes on after a password change: its access token works until it expires.',
+    test: lines(`
+${statusTest(200).join('\n')}
+`),
+  },
+  {
+    name: 'Refresh token from before the password change is refused',
+    method: 'POST',
+    path: '/auth/refresh',
+    auth: 'bearer:{{previous_refresh_token}}',
+    description: "The calling session's refresh token was replaced by the fresh one.",
     test: errorTest(401, 'token_revoked'),
   },
   {
