@@ -9,7 +9,7 @@ from typing import Any
 import flask_smorest
 import marshmallow as ma
 from flask import Flask, g, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ class Api(flask_smorest.Api):
         data = getattr(error, "data", None) or {}
         errors = data.get("errors") or data.get("messages")
         headers = dict(data.get("headers") or {})
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))  # RFC 9110 15.5.6: a 405 names the methods
         name = _HTTP_CODES.get(code) or _snake(HTTPStatus(code).phrase)
         message = data.get("message") or _HTTP_MESSAGES.get(code) or (error.description or HTTPStatus(code).phrase)
         if code == 400 and errors and _is_json_decode_error(errors):

@@ -36,6 +36,15 @@ def test_bad_requests_get_the_error_shape(client, method, path, kwargs, status, 
     _assert_shape(getattr(client, method)(path, **kwargs), status, error)
 
 
+def test_405_names_the_allowed_methods(client):
+    """A wrong method is 405 in the error shape with the Allow header RFC 9110 requires."""
+    r = client.delete("/auth/signup")
+    _assert_shape(r, 405, "method_not_allowed")
+    assert "POST" in r.headers["Allow"].split(", ")
+    r = client.put("/chatroom")
+    assert set(r.headers["Allow"].split(", ")) >= {"GET", "POST"}
+
+
 def test_oversized_body_is_413(client):
     """A body over MAX_CONTENT_LENGTH is 413 payload_too_large in the error shape."""
     big = '{"phone": "' + "1" * (client.application.config["MAX_CONTENT_LENGTH"] + 10) + '"}'
