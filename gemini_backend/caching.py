@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 from typing import Any, Callable
@@ -10,6 +11,7 @@ from cachelib.redis_base import BaseRedisCache
 from flask import current_app, g, has_app_context
 
 from gemini_backend.extensions import cache
+from gemini_backend.schemas.chat import ChatroomSchema
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +21,17 @@ def chatroom_list_version_key(user_id: int) -> str:
     return f"chatrooms:user:{user_id}:version"
 
 
+@functools.cache
+def chatroom_list_shape() -> str:
+    """A short digest of the Chatroom JSON's fields: a deploy that changes them reads and writes new keys, so it
+    never serves a body rendered by the code before it."""
+    fields = ",".join(sorted(ChatroomSchema().fields))
+    return hashlib.sha256(fields.encode()).hexdigest()[:8]
+
+
 def chatroom_list_key(user_id: int) -> str:
     """Cache key of one user's chatroom list: (version, encoded JSON body)."""
-    return f"chatrooms:user:{user_id}:list"
+    return f"chatrooms:user:{user_id}:list:{chatroom_list_shape()}"
 
 
 def user_state_key(user_id: int) -> str:

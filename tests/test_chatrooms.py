@@ -127,3 +127,20 @@ def test_list_is_served_from_the_database_when_redis_is_down(alice):
     r = broken.test_client().get("/chatroom", headers=alice.headers)
     assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
     assert [c["id"] for c in r.json["chatrooms"]] == [room]
+
+
+def test_a_list_cached_by_an_older_shape_is_never_served(app, alice):
+    """A list body left in the cache by a deploy whose Chatroom JSON had other fields (under that shape's key,
+    with the current version) is not served: the key names the shape of the fields."""
+    from gemini_backend.caching import chatroom_list_key, chatroom_list_version_key
+    from gemini_backend.extensions import cache
+    alice.room("real")
+    alice.get("/chatroom")
+    with app.app_context():
+        version = cache.get(chatroom_list_version_key(alice.id))
+        stale = (version, b'{"chatrooms": [{"id": 1, "name": "old shape"}]}')
+        cache.set(f"chatrooms:user:{alice.id}:list", stale)  # the key of the builds before keys named a shape
+        cache.set(f"chatrooms:user:{alice.id}:list:0ldshape", stale)  # another shape's key
+        assert chatroom_list_key(alice.id).startswith(f"chatrooms:user:{alice.id}:list:")
+    r = alice.get("/chatroom")
+    assert r.headers["X-Cache"] == "HIT" and [c["name"] for c in r.json["chatrooms"]] == ["real"]
