@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 from typing import Any, Callable
@@ -11,7 +10,6 @@ from cachelib.redis_base import BaseRedisCache
 from flask import current_app, g, has_app_context
 
 from gemini_backend.extensions import cache
-from gemini_backend.schemas.chat import ChatroomSchema
 
 log = logging.getLogger(__name__)
 
@@ -19,19 +17,6 @@ log = logging.getLogger(__name__)
 def chatroom_list_version_key(user_id: int) -> str:
     """Cache key of the current version of one user's chatroom list."""
     return f"chatrooms:user:{user_id}:version"
-
-
-@functools.cache
-def chatroom_list_shape() -> str:
-    """A short digest of the Chatroom JSON's fields: a deploy that changes them reads and writes new keys, so it
-    never serves a body rendered by the code before it."""
-    fields = ",".join(sorted(ChatroomSchema().fields))
-    return hashlib.sha256(fields.encode()).hexdigest()[:8]
-
-
-def chatroom_list_key(user_id: int) -> str:
-    """Cache key of one user's chatroom list: (version, encoded JSON body)."""
-    return f"chatrooms:user:{user_id}:list:{chatroom_list_shape()}"
 
 
 def user_state_key(user_id: int) -> str:
@@ -54,7 +39,7 @@ def drop_chatroom_list(user_id: int) -> None:
     before this write then stores it under the old version's key, which nobody reads again.
     """
     try:
-        cache.set(chatroom_list_version_key(user_id), new_version(), timeout=_version_ttl())
+        cache.set(chatroom_list_version_key(user_id), new_version(), timeout=version_ttl())
     except Exception as exc:
         log.warning("cache invalidation for user %s failed: %s", user_id, exc)
 
@@ -66,7 +51,7 @@ def drop_chatroom_list_command(user_id: int) -> tuple[Any, ...] | None:
     if not isinstance(backend, BaseRedisCache):
         return None
     key = f"{backend.key_prefix}{chatroom_list_version_key(user_id)}"
-    return ("SET", key, backend.serializer.dumps(new_version()), "EX", _version_ttl())
+    return ("SET", key, backend.serializer.dumps(new_version()), "EX", version_ttl())
 
 
 def new_version() -> str:
@@ -74,7 +59,8 @@ def new_version() -> str:
     return os.urandom(12).hex()
 
 
-def _version_ttl() -> int:
+def version_ttl() -> int:
+    """How long a list version lives: past every list cached under it."""
     return 2 * current_app.config["CHATROOM_CACHE_TTL"]
 
 
@@ -102,38 +88,6 @@ def read_many(user_id: int, *keys: str) -> list[Any]:
     values = cache.get_many(*keys, *extra)
     g.cache_fetched = dict(zip(extra, values[len(keys):]))
     return values[:len(keys)]
-
-
-def chatroom_list_keys(user_id: int) -> list[str]:
-    """The keys a chatroom list read needs: the list's current version and the cached list."""
-    return [chatroom_list_version_key(user_id), chatroom_list_key(user_id)]
-
-
-def cached_chatroom_list(user_id: int, render: Callable[[], bytes]) -> tuple[bytes, bool]:
-    """The user's encoded list body from the cache, or render() it and store it; (body, hit).
-
-    The list is stored with the version it was rendered under and counts only while that version is current,
-    so a render that raced a write is never served. Redis down: render() only.
-    """
-    if current_app.config["CHATROOM_CACHE_TTL"] <= 0:  # 0 turns the list cache off
-        return render(), False
-    version_key = chatroom_list_version_key(user_id)
-    try:
-        version, cached = read_many(user_id, *chatroom_list_keys(user_id))
-        if version is None:
-            cache.add(version_key, new_version(), timeout=_version_ttl())
-            version = cache.get(version_key)
-    except Exception as exc:
-        log.warning("chatroom list cache unavailable: %s", exc)
-        return render(), False
-    if isinstance(cached, tuple) and len(cached) == 2 and cached[0] == version:
-        return cached[1], True
-    body = render()
-    try:
-        cache.set(chatroom_list_key(user_id), (version, body), timeout=current_app.config["CHATROOM_CACHE_TTL"])
-    except Exception as exc:
-        log.warning("chatroom list cache write failed: %s", exc)
-    return body, False
 
 
 def drop_user_state(user_id: int) -> None:

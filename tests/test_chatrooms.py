@@ -132,7 +132,8 @@ def test_list_is_served_from_the_database_when_redis_is_down(alice):
 def test_a_list_cached_by_an_older_shape_is_never_served(app, alice):
     """A list body left in the cache by a deploy whose Chatroom JSON had other fields (under that shape's key,
     with the current version) is not served: the key names the shape of the fields."""
-    from gemini_backend.caching import chatroom_list_key, chatroom_list_version_key
+    from gemini_backend.caching import chatroom_list_version_key
+    from gemini_backend.services.chat import chatroom_list_key
     from gemini_backend.extensions import cache
     alice.room("real")
     alice.get("/chatroom")

@@ -1,18 +1,67 @@
 """Chatrooms: create, list (cached per user), read with messages, rename, delete."""
 from __future__ import annotations
 
-from typing import Any
+import functools
+import hashlib
+import logging
+from typing import Any, Callable
 
 from flask import current_app
 from sqlalchemy import delete, select
 
-from gemini_backend.caching import cached_chatroom_list, drop_chatroom_list
+from gemini_backend.caching import chatroom_list_version_key, drop_chatroom_list, new_version, read_many, version_ttl
 from gemini_backend.errors import NotFound
-from gemini_backend.extensions import db
+from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
 from gemini_backend.schemas.chat import ChatroomSchema
 
 _room_schema = ChatroomSchema()
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def chatroom_list_shape() -> str:
+    """A short digest of the Chatroom JSON's fields: a deploy that changes them reads and writes new keys, so it
+    never serves a body rendered by the code before it."""
+    fields = ",".join(sorted(_room_schema.fields))
+    return hashlib.sha256(fields.encode()).hexdigest()[:8]
+
+
+def chatroom_list_key(user_id: int) -> str:
+    """Cache key of one user's chatroom list: (version, encoded JSON body)."""
+    return f"chatrooms:user:{user_id}:list:{chatroom_list_shape()}"
+
+
+def chatroom_list_keys(user_id: int) -> list[str]:
+    """The keys a chatroom list read needs: the list's current version and the cached list."""
+    return [chatroom_list_version_key(user_id), chatroom_list_key(user_id)]
+
+
+def cached_chatroom_list(user_id: int, render: Callable[[], bytes]) -> tuple[bytes, bool]:
+    """The user's encoded list body from the cache, or render() it and store it; (body, hit).
+
+    The list is stored with the version it was rendered under and counts only while that version is current,
+    so a render that raced a write is never served. Redis down: render() only.
+    """
+    if current_app.config["CHATROOM_CACHE_TTL"] <= 0:  # 0 turns the list cache off
+        return render(), False
+    version_key = chatroom_list_version_key(user_id)
+    try:
+        version, cached = read_many(user_id, *chatroom_list_keys(user_id))
+        if version is None:
+            cache.add(version_key, new_version(), timeout=version_ttl())
+            version = cache.get(version_key)
+    except Exception as exc:
+        log.warning("chatroom list cache unavailable: %s", exc)
+        return render(), False
+    if isinstance(cached, tuple) and len(cached) == 2 and cached[0] == version:
+        return cached[1], True
+    body = render()
+    try:
+        cache.set(chatroom_list_key(user_id), (version, body), timeout=current_app.config["CHATROOM_CACHE_TTL"])
+    except Exception as exc:
+        log.warning("chatroom list cache write failed: %s", exc)
+    return body, False
 
 
 def create_room(user_id: int, name: str) -> Chatroom:
