@@ -77,7 +77,7 @@ def pending_replies(app: Flask, writers: list[Writer], count: int, tag: str) -> 
 def enqueue(app: Flask, reply_ids: list[int]) -> datetime:
     """Queue generate_reply for each id as the web does; the time just before the first enqueue."""
     from gemini_backend.models import utcnow
-    from gemini_backend.tasks import generate_reply
+    from gemini_backend.services.replies import generate_reply
     with app.app_context():
         started = utcnow()
         for reply_id in reply_ids:

@@ -52,6 +52,7 @@ class GeminiSettings:
     timeout: float = 30.0  # seconds per call (per read gap when streaming)
     system_instruction: str | None = None
     history_token_budget: int = 8000
+    max_connections: int = 100  # concurrent calls (and so HTTP connections) the client allows: the consumer's
 
     def __post_init__(self) -> None:
         # A zero timeout would silently mean "no timeout" to the SDK, so refuse it loudly.
@@ -79,6 +80,7 @@ class GeminiSettings:
             timeout=float(timeout) if timeout not in (None, "") else 30.0,
             system_instruction=text("GEMINI_SYSTEM_INSTRUCTION"),
             history_token_budget=int(budget) if budget not in (None, "") else 8000,
+            max_connections=int(config.get("WORKER_CONCURRENCY") or 100),
         )
 
 
@@ -88,6 +90,22 @@ class Turn:
 
     role: str  # "user" or "model"
     text: str
+
+
+@dataclass
+class Usage:
+    """Token counts of one streamed answer, as the newest chunk carrying usage_metadata reported them."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0  # the answer plus the model's thoughts: both are billed as output
+
+    def record(self, metadata: Any) -> None:
+        """Keep the newest counts: Gemini reports running totals, complete on the final chunk."""
+        if metadata is None:
+            return
+        self.prompt_tokens = metadata.prompt_token_count or self.prompt_tokens
+        output = (metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0)
+        self.output_tokens = output or self.output_tokens
 
 
 class AiError(Exception):
@@ -194,8 +212,11 @@ class GeminiClient:
             raise _empty_response()
         return text
 
-    def stream(self, history: Sequence[Turn]) -> Iterator[str]:
-        """Yield Gemini's answer in text chunks as they arrive; raises the same errors as generate, also mid-stream."""
+    def stream(self, history: Sequence[Turn], usage: Usage | None = None) -> Iterator[str]:
+        """Yield Gemini's answer in text chunks as they arrive; raises the same errors as generate, also mid-stream.
+
+        A given usage is kept up to date with the token counts Gemini reports (also for a blocked answer).
+        """
         sdk, contents = self._prepare(history)
         # A generator: nothing is sent until the first next(), where any error surfaces.
         chunks = sdk.models.generate_content_stream(model=self.settings.model, contents=contents, config=self._config())
@@ -208,6 +229,8 @@ class GeminiClient:
                     break
                 except Exception as exc:
                     _raise_mapped(exc)
+                if usage is not None:
+                    usage.record(chunk.usage_metadata)
                 # A block can come after some text was yielded: the caller must drop what it got.
                 _raise_if_blocked(chunk)
                 text = chunk.text
@@ -274,8 +297,25 @@ def _new_sdk_client(settings: GeminiSettings) -> genai.Client:
             timeout=max(1, round(settings.timeout * 1000)),  # the SDK takes milliseconds
             # One attempt: Huey retries with backoff; SDK retries would multiply the wait inside a worker.
             retry_options=types.HttpRetryOptions(attempts=1),
+            # The HTTP client's default of 100 connections would queue a greenlet consumer's calls behind each other.
+            client_args={"limits": _http_limits(settings.max_connections)},
         ),
     )
+
+
+def _http_limits(max_connections: int) -> Any:
+    """Connection limits for the SDK's HTTP client (httpx2 by default, httpx when the SDK is told to use it)."""
+    import importlib
+    import os
+
+    order = ("httpx", "httpx2") if os.environ.get("GOOGLE_GENAI_HTTP_CLIENT") == "httpx" else ("httpx2", "httpx")
+    for name in order:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        return module.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    raise ImportError("google-genai needs httpx2 or httpx")
 
 
 _clients: dict[GeminiSettings, GeminiClient] = {}

@@ -1,12 +1,12 @@
 """flask commands for operators: the worker, users, upkeep."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+
+from gemini_backend.config import DEFAULT_WORKER_CONCURRENCY
 
 
 def register(app: Flask) -> None:
@@ -20,28 +20,25 @@ def register(app: Flask) -> None:
 
 
 @click.command("worker")
-@click.option("-w", "--workers", type=int, default=None, help="Worker threads (default WORKER_THREADS).")
-@click.option("-k", "--worker-type", type=click.Choice(["thread", "greenlet", "process"]), default="thread")
+@click.option("-w", "--workers", type=int, default=None,
+              help="Replies answered at once (default WORKER_CONCURRENCY: 256 greenlets, 8 threads).")
+@click.option("-k", "--worker-type", type=click.Choice(["greenlet", "thread", "process"]), default=None,
+              help="Greenlets (default WORKER_TYPE): a reply waiting on Gemini costs a greenlet, not a thread.")
 @click.option("--graceful-signal", type=click.Choice(["INT", "TERM"]), default="INT",
               help="Signal that finishes running tasks before exit (TERM for Docker/Kubernetes).")
 @with_appcontext
-def worker(workers: int | None, worker_type: str, graceful_signal: str) -> None:
+def worker(workers: int | None, worker_type: str | None, graceful_signal: str) -> None:
     """Run the Huey consumer that answers messages (SIGINT: finish running replies, then exit)."""
     from gemini_backend import tasks
-    threads = workers or current_app.config["WORKER_THREADS"]
-    if _started_as_flask_command():
-        # This process imported the whole web app just to find this command. The consumer runs in a fresh
-        # interpreter instead, with only the worker app (settings from the environment, as for huey_consumer),
-        # and so needs less memory for as long as it runs.
-        tasks.exec_consumer(threads, worker_type, graceful_signal)
-    tasks.bind_app(current_app._get_current_object())  # type: ignore[attr-defined]
-    tasks.run_consumer(threads, worker_type, graceful_signal)
+    cfg = current_app.config
+    worker_type = worker_type or cfg["WORKER_TYPE"]
+    if workers is None:
+        workers = cfg["WORKER_CONCURRENCY"] if worker_type == cfg["WORKER_TYPE"] else DEFAULT_WORKER_CONCURRENCY[worker_type]
+    # This process imported the whole web app just to find this command. The consumer runs in a fresh
+    # interpreter instead: greenlets need gevent's patches before anything is imported, and the worker app
+    # (settings from the environment, as for huey_consumer) needs less memory for as long as it runs.
+    tasks.exec_consumer(workers, worker_type, graceful_signal)
 
-
-def _started_as_flask_command() -> bool:
-    """Whether this process is the `flask` command line (`flask ...` or `python -m flask ...`)."""
-    main = Path(sys.argv[0])
-    return main.stem == "flask" or (main.name == "__main__.py" and main.parent.name == "flask")
 
 
 @click.command("purge-expired")

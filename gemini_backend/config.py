@@ -42,6 +42,17 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+# Replies a consumer runs at once: a greenlet costs a few KiB while it waits on Gemini; a thread or process much more.
+DEFAULT_WORKER_CONCURRENCY = {"greenlet": 256, "thread": 8, "process": 2}
+
+
+def _worker_type(env: Mapping[str, str]) -> str:
+    value = (env.get("WORKER_TYPE") or "greenlet").lower()
+    if value not in DEFAULT_WORKER_CONCURRENCY:
+        raise ConfigError(f"WORKER_TYPE must be one of {', '.join(DEFAULT_WORKER_CONCURRENCY)}, got {value!r}")
+    return value
+
+
 def sqlalchemy_url(url: str) -> str:
     """Accept the `postgres://` spelling of hosting providers and pin the psycopg2 driver."""
     if url.startswith("postgres://"):
@@ -73,19 +84,32 @@ def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path 
         "SQLALCHEMY_DATABASE_URI": sqlalchemy_url(database_url) if database_url
         else f"sqlite:///{instance / 'gemini.db'}",
         "SQLALCHEMY_ENGINE_OPTIONS": {},  # idle connections are pinged on checkout (extensions._ping_if_idle)
-        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 10),
-        "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 20),
-        "DB_POOL_TIMEOUT": _float(env, "DB_POOL_TIMEOUT", 5.0),
+        # Per process. Statements and transactions are short and nothing holds a connection while it waits, so a
+        # few connections serve hundreds of greenlets; when all are busy a caller queues up to DB_POOL_TIMEOUT
+        # (then 503). The README's budget: (web processes + consumers) x (size + overflow) <= max_connections.
+        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 8),
+        "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 4),
+        "DB_POOL_TIMEOUT": _float(env, "DB_POOL_TIMEOUT", 10.0),
         "DB_CONNECT_TIMEOUT": _int(env, "DB_CONNECT_TIMEOUT", 3),
         # Redis: one URL, separate key prefixes, so clearing one store never touches another
         "REDIS_URL": redis_url,
         "REDIS_SOCKET_TIMEOUT": _float(env, "REDIS_SOCKET_TIMEOUT", 3.0),
+        # One bounded pool per process for the app, cache and limiter, plus the listener's one pub/sub connection
+        # and the queue's pool: at most REDIS_POOL_SIZE + 1 + QUEUE_POOL_SIZE connections per process.
+        "REDIS_POOL_SIZE": _int(env, "REDIS_POOL_SIZE", 24),
+        "REDIS_POOL_TIMEOUT": _float(env, "REDIS_POOL_TIMEOUT", 10.0),
+        "QUEUE_POOL_SIZE": _int(env, "QUEUE_POOL_SIZE", 16),
+        "QUEUE_READ_TIMEOUT": _float(env, "QUEUE_READ_TIMEOUT", 0.25),
         "QUEUE_NAME": env.get("QUEUE_NAME") or "gemini",
         # The queue may live on its own Redis; by default it shares REDIS_URL under its own key prefix.
         "QUEUE_URL": env.get("QUEUE_URL") or redis_url,
         "HUEY_SQLITE_PATH": str(instance / "huey.db"),
         "HUEY_IMMEDIATE": _bool(env, "HUEY_IMMEDIATE", False),
-        "WORKER_THREADS": _int(env, "WORKER_THREADS", 4),
+        # The consumer: greenlets (gevent) by default, since a reply mostly waits on Gemini; WORKER_CONCURRENCY
+        # replies at a time per consumer ([WORKER_THREADS] is its older name).
+        "WORKER_TYPE": _worker_type(env),
+        "WORKER_CONCURRENCY": _int(env, "WORKER_CONCURRENCY", _int(env, "WORKER_THREADS", 0))
+        or DEFAULT_WORKER_CONCURRENCY[_worker_type(env)],
         # JWT
         "JWT_SECRET_KEY": _first(env, "JWT_SECRET", "JWT_SECRET_KEY", "ACCESS_TOKEN_SECRET", default=DEV_JWT_SECRET),
         "JWT_ALGORITHM": "HS256",

@@ -11,8 +11,6 @@ from flask_caching import Cache
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_sqlalchemy import SQLAlchemy
-from huey import RedisHuey, SqliteHuey
-from huey.api import Huey
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
@@ -20,8 +18,9 @@ from sqlalchemy.pool import Pool
 from sqlalchemy.orm import DeclarativeBase
 
 from gemini_backend import limits_sqlite  # noqa: F401  registers the sqlite:// limits storage
-from gemini_backend.config import load_config
+from gemini_backend import greenlets, taskqueue
 from gemini_backend.errors import Api
+from gemini_backend.taskqueue import huey  # noqa: F401  one of the extensions, made where the consumer can import it alone
 
 # Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -59,68 +58,17 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 cache = Cache()
 
 
-class _NoRevocation:
-    """Huey without task revocation: it costs two queue round trips per task (a check before, a cleanup after),
-    and nothing here revokes tasks; a reply is stopped through its row, which every attempt re-checks."""
-
-    def is_revoked(self, task, timestamp=None, peek=True) -> bool:
-        return False
-
-    def delete(self, key):
-        if key.startswith("r:"):  # Task.revoke_id: the per-task revocation flag, which is never set
-            return False
-        return super().delete(key)
-
-
-class ReplyRedisHuey(_NoRevocation, RedisHuey):
-    """RedisHuey without revocation."""
-
-
-class ReplySqliteHuey(_NoRevocation, SqliteHuey):
-    """SqliteHuey without revocation."""
-
-
-def create_huey() -> Huey:
-    """The queue: Huey on Redis in services mode, on SQLite when embedded (read from the environment,
-    because the consumer imports this module before any app exists)."""
-    cfg = load_config()
-    if cfg["QUEUE_URL"]:
-        # The socket timeout must outlast the consumer's blocking read (1 s) yet stop a dead server hanging us.
-        pool = redis.ConnectionPool.from_url(cfg["QUEUE_URL"], socket_timeout=max(cfg["REDIS_SOCKET_TIMEOUT"], 5.0),
-                                             socket_connect_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
-                                             health_check_interval=30)
-        # results=False: nothing reads task return values, and stored results would pile up forever.
-        return ReplyRedisHuey(cfg["QUEUE_NAME"], connection_pool=pool, immediate=cfg["HUEY_IMMEDIATE"], utc=True,
-                              results=False)
-    Path(cfg["HUEY_SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)
-    return ReplySqliteHuey(cfg["QUEUE_NAME"], filename=cfg["HUEY_SQLITE_PATH"], immediate=cfg["HUEY_IMMEDIATE"],
-                           utc=True, timeout=10, results=False)
-
-
-huey = create_huey()
-
-
-def bind_extensions(app) -> None:
-    """init_app every extension and the pieces that hang on them (error shape, JWT loaders, engine pool)."""
-    from gemini_backend import models  # noqa: F401  the models must be known to Migrate and the API
-    from gemini_backend.services import tokens  # noqa: F401  registers the JWT revocation and user loaders
-    from gemini_backend import extensions  # jwt and migrate are made on first attribute access
-    from gemini_backend.errors import register_error_handlers, register_jwt_loaders
-
+def bind_storage(app) -> None:
+    """What the web and the consumer both use: the database, Redis, the limiter's and cache's stores, the queue."""
+    greenlets.cooperate_with_database()
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     db.init_app(app)
-    extensions.migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
-                                render_as_batch=True, compare_type=True)
-    api.init_app(app)
-    extensions.jwt.init_app(app)
-    register_jwt_loaders(extensions.jwt)
+    share_redis_pool(app)
     limiter.init_app(app)
     cache.init_app(app)
-    register_error_handlers(app)
     app.extensions["huey"] = huey
-    from gemini_backend import tasks
-    tasks.bind_app(app)
+    taskqueue.bind_app(app)
 
 
 def engine_options(cfg) -> dict:
@@ -184,24 +132,42 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
         cursor.close()
 
 
-def _app_redis(name: str, **options) -> redis.Redis:
-    """One Redis client per app and purpose (services mode only), made on first use."""
-    from flask import current_app
-    client = current_app.extensions.get(name)
-    if client is None:
-        timeout = current_app.config["REDIS_SOCKET_TIMEOUT"]
-        options = {"socket_timeout": timeout, **options}
-        client = redis.Redis.from_url(current_app.config["REDIS_URL"], socket_connect_timeout=timeout,
-                                      health_check_interval=30, **options)
-        current_app.extensions[name] = client
-    return client
+def redis_pool(cfg) -> redis.BlockingConnectionPool:
+    """A bounded pool for REDIS_URL: when every connection is busy a caller waits up to REDIS_POOL_TIMEOUT for one
+    (then ConnectionError, a 503), so thousands of greenlets never open thousands of connections."""
+    timeout = cfg["REDIS_SOCKET_TIMEOUT"]
+    return redis.BlockingConnectionPool.from_url(
+        cfg["REDIS_URL"], max_connections=cfg["REDIS_POOL_SIZE"], timeout=cfg["REDIS_POOL_TIMEOUT"],
+        socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30)
+
+
+def share_redis_pool(app) -> None:
+    """One bounded Redis pool per app for its own client, the cache and the limiter (when they use REDIS_URL)."""
+    cfg = app.config
+    if not cfg["REDIS_URL"]:
+        return
+    pool = app.extensions["redis-pool"] = redis_pool(cfg)
+    if cfg.get("CACHE_REDIS_URL") == cfg["REDIS_URL"]:
+        # cachelib takes a ready client as its host.
+        cfg["CACHE_REDIS_HOST"] = redis.Redis(connection_pool=pool)
+        cfg.pop("CACHE_REDIS_URL")
+        cfg.pop("CACHE_OPTIONS", None)
+    if cfg.get("RATELIMIT_STORAGE_URI") == cfg["REDIS_URL"]:
+        cfg["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": pool}
 
 
 def get_redis() -> redis.Redis:
-    """The app's shared Redis client, for pub/sub, streams and checks."""
-    return _app_redis("redis")
+    """The app's Redis client (services mode only), on the app's bounded pool."""
+    from flask import current_app
+    client = current_app.extensions.get("redis")
+    if client is None:
+        pool = current_app.extensions.get("redis-pool") or redis_pool(current_app.config)
+        client = current_app.extensions["redis"] = redis.Redis(connection_pool=pool)
+    return client
 
 
-def get_blocking_redis() -> redis.Redis:
-    """A Redis client for long blocking reads (XREAD BLOCK on reply streams): its socket timeout outlasts them."""
-    return _app_redis("redis-blocking", socket_timeout=60, decode_responses=True)
+def new_redis_client(url: str, **options) -> redis.Redis:
+    """A Redis client with a connection of its own (the pub/sub listener's), with the app's connect timeout."""
+    from flask import current_app
+    return redis.Redis.from_url(url, socket_connect_timeout=current_app.config["REDIS_SOCKET_TIMEOUT"],
+                                health_check_interval=30, **options)

@@ -72,47 +72,54 @@ def test_claim_with_history_takes_the_lease_once_and_reads_answered_turns(app, a
 
 
 @services_only
-def test_attempt_stream_writes_in_order_and_announces_the_end(app):
-    """Entries go out in order on one connection; the end sets the short expiry and wakes the reply's waiters."""
+def test_attempt_stream_writes_in_order_and_announces_each_entry(app):
+    """Entries go into the stream in order, each announced on the reply's channel naming the entry before it; the
+    end sets the short expiry."""
+    import json
     from gemini_backend.extensions import get_redis
-    from gemini_backend.services import notify, streams
+    from gemini_backend.services import streams
     with app.app_context():
         redis = get_redis()
         waiter = redis.pubsub()
-        waiter.subscribe(notify.channel(41))
+        waiter.subscribe(streams.channel(41))
         assert waiter.get_message(timeout=2)["type"] == "subscribe"
         with streams.AttemptStream(41, attempt=2) as stream:
             stream.reset()
             stream.delta("Hel")
             stream.delta("lo")
             stream.end("complete")
-        entries = [fields for _, fields in redis.xrange(streams.stream_key(41))]
+        stored = redis.xrange(streams.stream_key(41))
         ttl = redis.ttl(streams.stream_key(41))
-        message = waiter.get_message(timeout=2)
+        announced = [json.loads(waiter.get_message(timeout=2)["data"]) for _ in stored]
         waiter.close()
-    assert entries == [{b"type": b"reset", b"attempt": b"2"},
-                       {b"type": b"delta", b"attempt": b"2", b"text": b"Hel"},
-                       {b"type": b"delta", b"attempt": b"2", b"text": b"lo"},
-                       {b"type": b"end", b"status": b"complete"}]
+    assert [fields for _, fields in stored] == [{b"type": b"reset", b"attempt": b"2"},
+                                                {b"type": b"delta", b"attempt": b"2", b"text": b"Hel"},
+                                                {b"type": b"delta", b"attempt": b"2", b"text": b"lo"},
+                                                {b"type": b"end", b"status": b"complete"}]
+    ids = [entry_id.decode() for entry_id, _ in stored]
+    assert [tuple(message[:2]) for message in announced] == list(zip(["0-0"] + ids[:-1], ids))
+    assert announced[-1][2:] == ["type", "end", "status", "complete"]
     assert 0 < ttl <= streams.KEEP_AFTER_END_SECONDS
-    assert message is not None and message["data"] == b"complete"
 
 
 @services_only
-def test_attempt_stream_hands_back_a_clean_connection(app):
-    """An attempt that ends without an end entry (a retry), after more chunks than it keeps unread, has read every
-    reply it was sent: the pooled connection answers the next command with that command's own reply."""
-    from gemini_backend.extensions import get_redis
+def test_a_waiter_that_missed_an_announcement_reads_the_gap_from_the_stream(app):
+    """The listener hands a watch each announcement; one that does not follow the waiter's cursor (a message lost
+    in a reconnect) is answered from the stream, so the waiter gets every entry once, in order."""
     from gemini_backend.services import streams
-    chunks = streams.DRAIN_AT  # two replies each: the writer drains its replies along the way
     with app.app_context():
-        with streams.AttemptStream(42, attempt=1) as stream:
-            for n in range(chunks):
-                stream.delta(f"chunk {n} ")
-        redis = get_redis()
-        redis.set("gb-test:after-stream", "ok")
-        assert redis.get("gb-test:after-stream") == b"ok"
-        assert redis.xlen(streams.stream_key(42)) == chunks
+        with streams.watch(43) as watch:
+            with streams.AttemptStream(43, attempt=1) as stream:
+                stream.delta("a")
+                stream.delta("b")
+                stream.delta("c")
+            first = streams.next_entries(watch, 43, "0-0", timeout=2)
+            assert [fields["text"] for _, fields in first] == ["a"]
+            watch.get(timeout=2)  # the announcement of "b" is lost
+            rest = streams.next_entries(watch, 43, first[0][0], timeout=2)  # "c" does not follow "a"
+            assert [fields["text"] for _, fields in rest] == ["b", "c"]
+            assert streams.next_entries(watch, 43, rest[-1][0], timeout=0.2) is None
+        assert streams.listener().watching() == 0
 
 
 @services_only

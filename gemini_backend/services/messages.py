@@ -17,8 +17,8 @@ from gemini_backend.schemas.chat import MessageSchema
 from gemini_backend.services import quota
 from gemini_backend.services.chat import get_room
 from gemini_backend.services.notify import wait_for_reply
+from gemini_backend.services.replies import enqueue_reply
 from gemini_backend.services.tokens import user_state
-from gemini_backend.tasks import enqueue_reply
 
 _message_schema = MessageSchema()
 IDEMPOTENCY_WINDOW = timedelta(hours=24)

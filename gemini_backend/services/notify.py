@@ -1,5 +1,5 @@
-"""Waiting for a reply to finish: Redis pub/sub in services mode (the stream writer announces the end), database
-polling when embedded."""
+"""Waiting for a reply to finish: the process's Redis listener in services mode (the reply's stream announces its
+end), database polling when embedded."""
 from __future__ import annotations
 
 import logging
@@ -8,16 +8,12 @@ from typing import Callable
 
 from flask import current_app
 
-from gemini_backend.extensions import get_redis
+from gemini_backend.services import streams
 
 log = logging.getLogger(__name__)
 EMBEDDED_POLL_SECONDS = 0.2
-
-
-def channel(reply_id: int) -> str:
-    """Pub/sub channel that announces a reply's end, along with its stream's end entry (a lost announcement
-    only costs a waiter its timeout)."""
-    return f"gb:reply-done:{reply_id}"
+# A lost announcement costs a waiter at most this long: the row is checked again this often.
+RECHECK_SECONDS = 2.0
 
 
 def wait_for_reply(reply_id: int, timeout: float, is_finished: Callable[[], bool]) -> bool:
@@ -28,7 +24,7 @@ def wait_for_reply(reply_id: int, timeout: float, is_finished: Callable[[], bool
     deadline = time.monotonic() + timeout
     if current_app.config["REDIS_URL"]:
         try:
-            return _wait_pubsub(reply_id, deadline, is_finished)
+            return _wait_for_announcement(reply_id, deadline, is_finished)
         except Exception as exc:  # Redis down: fall back to polling rather than fail the request
             log.warning("reply wait falls back to polling: %s", exc)
     while True:
@@ -40,16 +36,16 @@ def wait_for_reply(reply_id: int, timeout: float, is_finished: Callable[[], bool
         time.sleep(min(EMBEDDED_POLL_SECONDS, remaining))
 
 
-def _wait_pubsub(reply_id: int, deadline: float, is_finished: Callable[[], bool]) -> bool:
-    pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-    try:
-        pubsub.subscribe(channel(reply_id))
-        # Checked after subscribing, so a finish between the two cannot be missed.
+def _wait_for_announcement(reply_id: int, deadline: float, is_finished: Callable[[], bool]) -> bool:
+    with streams.watch(reply_id) as watch:
+        # Checked after the watch began, so an end between the two cannot be missed.
         if is_finished():
             return True
         while (remaining := deadline - time.monotonic()) > 0:
-            if pubsub.get_message(timeout=min(remaining, 1.0)) is not None:
+            message = watch.get(min(remaining, RECHECK_SECONDS))
+            if message is not None and not streams.may_announce_end(message):
+                continue  # a chunk of the reply
+            if is_finished():
                 return True
         return is_finished()
-    finally:
-        pubsub.close()
+

@@ -15,20 +15,23 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from flask import current_app
+from huey.exceptions import RetryTask
+from huey.storage import RedisStorage
 from sqlalchemy import ColumnElement, and_, bindparam, or_, select, true, update
 from sqlalchemy.engine import Connection
 
-from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, Turn, get_client
+from gemini_backend import metrics
+from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, Turn, Usage, get_client
 from gemini_backend.caching import drop_chatroom_list, drop_chatroom_list_command
-from gemini_backend.extensions import cache, db
+from gemini_backend.extensions import cache, db, get_redis
 from gemini_backend.models import Chatroom, Message, utcnow
 from gemini_backend.services import quota, streams
-from gemini_backend.tasks import enqueue_reply
+from gemini_backend.taskqueue import app_task, huey
 
 log = logging.getLogger(__name__)
 HISTORY_ROWS = 400  # newest rows read for context; the token budget trims further
@@ -103,6 +106,7 @@ class Claim:
     attempt: int
     user_message_id: int
     room_id: int
+    claimed_at: float = field(default_factory=time.monotonic, compare=False)  # time.monotonic(), for metrics
 
 
 def lease_seconds() -> int:
@@ -170,7 +174,58 @@ def _turns(rows: Sequence[Any], claim: Claim) -> list[Turn]:
             or (r.role == "user" and (r.id in answered or r.id == claim.user_message_id))]
 
 
+@app_task(retries=3, retry_delay=10)
 def generate_reply(reply_id: int) -> str:
+    """The queued task: answer one pending reply (re-run by Huey after transient provider errors, with backoff)."""
+    try:
+        return answer_reply(reply_id)
+    except RetryLater as exc:
+        # RetryTask does not use up Huey's own retries: our attempt counter in the database bounds them.
+        raise RetryTask(delay=exc.delay) from None
+
+
+def enqueue_reply(reply_id: int, along: tuple[Any, ...] | None = None) -> None:
+    """Queue generate_reply; a failure is logged, not raised: the sweeper picks the reply up later.
+
+    `along`: one more Redis command for REDIS_URL (a cache drop), sent in the same round trip as the task when
+    the queue lives on that Redis too.
+    """
+    if along is not None and not _queue_shares_redis():
+        _run_alone(along)
+        along = None
+    try:
+        if along is None:
+            generate_reply(reply_id)
+            return
+        # Huey's own enqueue, written out to share a pipeline: RedisStorage.enqueue is an LPUSH of the task.
+        data = huey.serialize_task(generate_reply.s(reply_id))
+        pipe = huey.storage.conn.pipeline(transaction=False)
+        pipe.execute_command(*along)
+        pipe.lpush(huey.storage.queue_key, data)
+        along_outcome, queued = pipe.execute(raise_on_error=False)
+        if isinstance(along_outcome, Exception):
+            log.warning("redis command %s failed: %s", along[0], along_outcome)
+        if isinstance(queued, Exception):
+            raise queued
+    except Exception as exc:
+        log.warning("could not enqueue reply %s (the sweeper will): %s", reply_id, exc)
+
+
+def _queue_shares_redis() -> bool:
+    """The queue is Huey's plain Redis storage on REDIS_URL (the default), so one connection reaches both."""
+    cfg = current_app.config
+    return type(huey.storage) is RedisStorage and bool(cfg["REDIS_URL"]) and cfg["QUEUE_URL"] == cfg["REDIS_URL"]
+
+
+def _run_alone(command: tuple[Any, ...]) -> None:
+    """Send one Redis command on its own; a failure is logged (a cache write that fails only ages out)."""
+    try:
+        get_redis().execute_command(*command)
+    except Exception as exc:
+        log.warning("redis command %s failed: %s", command[0], exc)
+
+
+def answer_reply(reply_id: int) -> str:
     """Produce the reply if it is still pending; returns the outcome (complete/failed/blocked/skipped/retry)."""
     claimed = claim_with_history(reply_id)
     if claimed is None:
@@ -244,12 +299,18 @@ def _ask_gemini(claim: Claim, settings: GeminiSettings, history: list[Turn], str
     parts: list[str] = []
     renew_every = lease_seconds() / 3
     last_renewal = time.monotonic()
-    for chunk in get_client(settings).stream(history):
-        parts.append(chunk)
-        stream.delta(chunk)
-        if time.monotonic() - last_renewal > renew_every:
-            renew_lease(claim)
-            last_renewal = time.monotonic()
+    usage = Usage()
+    try:
+        for chunk in get_client(settings).stream(history, usage):
+            if not parts:
+                metrics.first_chunk(settings.model, claim.claimed_at)
+            parts.append(chunk)
+            stream.delta(chunk)
+            if time.monotonic() - last_renewal > renew_every:
+                renew_lease(claim)
+                last_renewal = time.monotonic()
+    finally:
+        metrics.count_tokens(settings.model, usage)  # failed and blocked calls are billed too
     return "".join(parts)
 
 
@@ -292,6 +353,8 @@ def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] |
     if owner is None:
         log.warning("reply %s: lease lost before finishing; another attempt owns it", claim.reply_id)
         return "skipped"
+    # The sweeper's claims (no stream) are made just to fail the reply: their duration would mean nothing.
+    metrics.reply_finished(status, claim.claimed_at if stream is not None else None)
     if refund_day:
         quota.refund(owner, refund_day)
     # The list drop rides with the stream's end when the cache is on Redis (as the streams are): one round trip.

@@ -13,7 +13,8 @@ from typing import Any, Iterator
 
 from sqlalchemy import select
 
-from gemini_backend.extensions import db, get_blocking_redis
+from gemini_backend import metrics
+from gemini_backend.extensions import db
 from gemini_backend.models import Message
 from gemini_backend.schemas.chat import MessageSchema
 from gemini_backend.services import streams
@@ -50,13 +51,14 @@ def _load(reply_id: int) -> Message | None:
 
 def reply_events(reply_id: int, last_event_id: str | None) -> Iterator[str]:
     """The SSE stream of one reply, resuming after last_event_id."""
-    reply = _load(reply_id)
-    if reply is None:
-        return
-    if not streams.enabled():
-        yield from _embedded_events(reply_id, reply, last_event_id)
-        return
-    yield from _redis_events(reply_id, reply, last_event_id)
+    with metrics.OPEN_STREAMS.track_inprogress():  # left when the client goes away too (GeneratorExit)
+        reply = _load(reply_id)
+        if reply is None:
+            return
+        if not streams.enabled():
+            yield from _embedded_events(reply_id, reply, last_event_id)
+            return
+        yield from _redis_events(reply_id, reply, last_event_id)
 
 
 def _embedded_events(reply_id: int, reply: Message, last_event_id: str | None) -> Iterator[str]:
@@ -73,37 +75,47 @@ def _embedded_events(reply_id: int, reply: Message, last_event_id: str | None) -
 
 
 def _redis_events(reply_id: int, reply: Message, last_event_id: str | None) -> Iterator[str]:
-    """Follow the reply's Redis Stream from last_event_id; finish with the stored reply."""
-    client = get_blocking_redis()
-    key = streams.stream_key(reply_id)
+    """Follow the reply's entries from last_event_id through the process's listener; finish with the stored reply.
+
+    Watching costs this request no Redis connection while it waits; the stream itself is read only to catch up
+    (at the start, after a missed announcement, on every heartbeat).
+    """
     cursor = last_event_id if _is_stream_id(last_event_id) else "0-0"
-    if reply.status != "pending" and (cursor <= FINAL_END_ID or not client.exists(key)):
+    if reply.status != "pending" and (streams.id_order(cursor) <= streams.id_order(FINAL_END_ID)
+                                      or not streams.stream_exists(reply_id)):
         yield from _final_events(reply, last_event_id)
         return
-    while True:
-        entries = client.xread({key: cursor}, count=100, block=HEARTBEAT_SECONDS * 1000)
-        if not entries:
+    with streams.watch(reply_id) as watch:
+        entries = streams.entries_after(reply_id, cursor)  # what came before the watch began
+        while True:
+            for entry_id, fields in entries:
+                cursor = entry_id
+                kind = fields.get("type")
+                if kind == "delta":
+                    yield event("delta", {"text": fields.get("text", "")}, entry_id)
+                elif kind == "reset" and int(fields.get("attempt", 1)) > 1:
+                    yield event("reset", {"attempt": int(fields["attempt"])}, entry_id)
+                elif kind == "end":
+                    reply = _load(reply_id)
+                    if reply is not None:
+                        yield event("done" if reply.status == "complete" else "error", _message_schema.dump(reply),
+                                    entry_id)
+                    return
+            announced = streams.next_entries(watch, reply_id, cursor, HEARTBEAT_SECONDS)
+            if announced is not None:
+                entries = announced
+                continue
+            # Quiet for a heartbeat: anything an announcement missed is in the stream; else check the row.
+            entries = streams.entries_after(reply_id, cursor)
+            if entries:
+                continue
             reply = _load(reply_id)
             if reply is None:
                 return
-            if reply.status != "pending" and not client.exists(key):
+            if reply.status != "pending" and not streams.stream_exists(reply_id):
                 yield from _final_events(reply, last_event_id)  # the stream expired or was lost with Redis
                 return
             yield ": keep-alive\n\n"
-            continue
-        for entry_id, fields in entries[0][1]:
-            cursor = entry_id
-            kind = fields.get("type")
-            if kind == "delta":
-                yield event("delta", {"text": fields.get("text", "")}, entry_id)
-            elif kind == "reset" and int(fields.get("attempt", 1)) > 1:
-                yield event("reset", {"attempt": int(fields["attempt"])}, entry_id)
-            elif kind == "end":
-                reply = _load(reply_id)
-                if reply is not None:
-                    body = _message_schema.dump(reply)
-                    yield event("done" if reply.status == "complete" else "error", body, entry_id)
-                return
 
 
 def _is_stream_id(value: str | None) -> bool:

@@ -1,20 +1,43 @@
-"""Live reply chunks: one Redis Stream per reply, written by the worker, read by the SSE route."""
+"""Live reply chunks: one Redis Stream per reply, written by the worker, read by the SSE route and long-polls.
+
+Each entry is appended and announced in one script run: XADD to the reply's stream (the record a client
+resumes from with Last-Event-ID) and PUBLISH of the same entry on the reply's channel, which the one listener
+of each web process follows for its local waiters (services.listener). A message names the entry before it,
+so a waiter whose last entry is not that one knows it missed something and reads the stream instead.
+"""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from flask import current_app
-from redis.connection import Connection, ConnectionPool
 
-from gemini_backend.extensions import get_redis
-from gemini_backend.services.notify import channel
+from gemini_backend.extensions import get_redis, new_redis_client
+from gemini_backend.services.listener import RESYNC, ReplyListener, Watch, listener_for
 
 log = logging.getLogger(__name__)
 KEEP_AFTER_END_SECONDS = 300
 KEEP_WHILE_STREAMING_SECONDS = KEEP_AFTER_END_SECONDS * 4
 MAX_ENTRIES = 5000
-DRAIN_AT = 200  # unread replies an attempt may leave in flight
+CATCH_UP_COUNT = 1000
+
+# KEYS[1] the stream; ARGV: max length, expiry, channel, then the entry's field/value pairs. Published as the
+# JSON array [previous entry id, entry id, field, value, ...]: a waiter gets the entry without reading the stream.
+_APPEND_AND_ANNOUNCE = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local previous = '0-0'
+if #last > 0 then previous = last[1][1] end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+table.insert(fields, 1, id)
+table.insert(fields, 1, previous)
+redis.call('PUBLISH', ARGV[3], cjson.encode(fields))
+return id
+"""
+Entry = tuple[str, dict[str, str]]  # (stream entry id, fields)
 
 
 def stream_key(reply_id: int) -> str:
@@ -22,24 +45,78 @@ def stream_key(reply_id: int) -> str:
     return f"gb:reply-stream:{reply_id}"
 
 
+def channel(reply_id: int) -> str:
+    """Pub/sub channel on which each of the reply's stream entries is announced as it is appended."""
+    return f"gb:reply-events:{reply_id}"
+
+
 def enabled() -> bool:
     """Streaming needs Redis (services mode)."""
     return bool(current_app.config["REDIS_URL"])
 
 
-def _commands(reply_id: int, fields: dict[str, str], expire: int, announce: str | None,
-              also: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
-    """Append one entry and refresh the stream's expiry; with announce, also wake the reply's waiters; with also,
-    one more command for the same Redis (a cache drop) in the same send."""
-    key = stream_key(reply_id)
-    flat = [part for item in fields.items() for part in item]
-    commands: list[tuple[Any, ...]] = [("XADD", key, "MAXLEN", "~", MAX_ENTRIES, "*", *flat),
-                                       ("EXPIRE", key, expire)]
+def listener() -> ReplyListener:
+    """This process's one pub/sub reader for the app's Redis."""
+    url = current_app.config["REDIS_URL"]
+    return listener_for(url, lambda: new_redis_client(url))
+
+
+def watch(reply_id: int) -> Watch:
+    """Follow the reply's entries as they are announced (subscribed when this returns): close it when done."""
+    return listener().watch(channel(reply_id))
+
+
+def next_entries(watch: Watch, reply_id: int, cursor: str, timeout: float) -> list[Entry] | None:
+    """The entries after cursor that the watch announces next, oldest first ([] when only a stale message came);
+    None when nothing was announced within timeout.
+
+    An announcement that does not follow cursor (a message lost in a reconnect, a late subscription) and a
+    listener's RESYNC are answered from the stream itself, so nothing is missed or repeated.
+    """
+    message = watch.get(timeout)
+    if message is None:
+        return None
+    if message != RESYNC:
+        previous, entry_id, *flat = json.loads(message)
+        if previous == cursor:
+            return [(entry_id, dict(zip(flat[::2], flat[1::2])))]
+        if id_order(entry_id) <= id_order(cursor):
+            return []  # already read from the stream
+    return entries_after(reply_id, cursor)
+
+
+def may_announce_end(message: Any) -> bool:
+    """Whether a watch's message may mean the reply ended: its end entry, or a RESYNC after a reconnect."""
+    if message == RESYNC:
+        return True
+    _previous, _entry_id, *flat = json.loads(message)
+    return dict(zip(flat[::2], flat[1::2])).get("type") == "end"
+
+
+def entries_after(reply_id: int, cursor: str) -> list[Entry]:
+    """The stream's entries after cursor (an entry id), oldest first: what a waiter missed."""
+    rows = get_redis().xrange(stream_key(reply_id), min=f"({cursor}", count=CATCH_UP_COUNT)
+    return [(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}) for entry_id, fields in rows]
+
+
+def stream_exists(reply_id: int) -> bool:
+    """Whether the reply's stream is still kept (it expires a few minutes after the end, or went with Redis)."""
+    return bool(get_redis().exists(stream_key(reply_id)))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _append(reply_id: int, fields: dict[str, str], expire: int, also: tuple[Any, ...] | None = None) -> None:
+    """Append and announce one entry; `also`: one more command for the same Redis (a cache drop), sent first
+    so a waiter woken by the entry finds it done."""
+    client = get_redis()
     if also is not None:
-        commands.append(also)  # before the announcement: a woken waiter must find the cache dropped
-    if announce is not None:
-        commands.append(("PUBLISH", channel(reply_id), announce))
-    return commands
+        client.execute_command(*also)
+    flat = [part for item in fields.items() for part in item]
+    client.register_script(_APPEND_AND_ANNOUNCE)(keys=[stream_key(reply_id)],
+                                                 args=[MAX_ENTRIES, expire, channel(reply_id), *flat])
 
 
 def _end_fields(status: str) -> dict[str, str]:
@@ -48,26 +125,20 @@ def _end_fields(status: str) -> dict[str, str]:
 
 
 class AttemptStream:
-    """One attempt's entries on one Redis connection: each is sent at once and the replies are read later, so a
-    chunk costs the worker a send instead of a round trip.
-
-    Best effort, like all publishing: the stored reply row, not the stream, is the record.
-    """
+    """One attempt's entries. Best effort, like all publishing: the stored reply row, not the stream, is the record;
+    after a failed append the attempt stops publishing (later entries would arrive out of order) until its end."""
 
     def __init__(self, reply_id: int, attempt: int) -> None:
         self.reply_id = reply_id
         self.attempt = attempt
         self._enabled = enabled()
         self._broken = False
-        self._pool: ConnectionPool | None = None
-        self._conn: Connection | None = None
-        self._unread = 0
 
     def __enter__(self) -> AttemptStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        pass
 
     def reset(self) -> None:
         """The attempt begins: clients drop any text of an earlier attempt."""
@@ -79,77 +150,31 @@ class AttemptStream:
 
     def end(self, status: str, also: tuple[Any, ...] | None = None) -> None:
         """The reply is stored with its final status: end the stream (kept a few minutes), wake its waiters;
-        `also`: one more Redis command to send with it (a cache drop)."""
-        if not self._broken:
-            self._send(_end_fields(status), KEEP_AFTER_END_SECONDS, announce=status, also=also)
-        if self._broken:  # before or by this send: on a new connection, clients must learn of the end
-            publish_end(self.reply_id, status, also)
-        self.close()
+        `also`: one more Redis command to send with it (a cache drop). Sent even after a broken delta."""
+        publish_end(self.reply_id, status, also)
 
-    def close(self) -> None:
-        """Read the replies still unread, so the connection goes back to the pool clean."""
-        if self._conn is not None:
-            self._drain()
-        if self._conn is not None:
-            self._release()
-
-    def _send(self, fields: dict[str, str], expire: int = KEEP_WHILE_STREAMING_SECONDS,
-              announce: str | None = None, also: tuple[Any, ...] | None = None) -> None:
-        """Send one entry's commands without waiting for their replies."""
+    def _send(self, fields: dict[str, str]) -> None:
         if not self._enabled or self._broken:
             return
-        commands = _commands(self.reply_id, fields, expire, announce, also)
         try:
-            if self._conn is None:
-                self._pool = get_redis().connection_pool
-                self._conn = self._pool.get_connection()
-            # A health check would read a reply of its own, so only a connection with nothing unread gets one.
-            self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=not self._unread)
-            self._unread += len(commands)
+            _append(self.reply_id, fields, KEEP_WHILE_STREAMING_SECONDS)
         except Exception as exc:
-            self._fail(exc)
-            return
-        if self._unread >= DRAIN_AT:  # a long answer must not pile its replies up in Redis' output buffer
-            self._drain()
-
-    def _drain(self) -> None:
-        """Read every reply still unread."""
-        try:
-            while self._unread:
-                self._conn.read_response()  # type: ignore[union-attr]
-                self._unread -= 1
-        except Exception as exc:
-            self._fail(exc)
-
-    def _fail(self, exc: Exception) -> None:
-        """Stop publishing this attempt (later entries would arrive out of order) and drop the connection."""
-        log.warning("stream publish for reply %s failed: %s", self.reply_id, exc)
-        self._broken = True
-        if self._conn is not None:
-            self._conn.disconnect()  # replies may be left unread: it must not be reused as it is
-            self._release()
-
-    def _release(self) -> None:
-        """Give the connection back to the pool."""
-        conn, self._conn, self._unread = self._conn, None, 0
-        self._pool.release(conn)  # type: ignore[union-attr]
-
-
-def _publish(reply_id: int, fields: dict[str, str], expire: int = KEEP_WHILE_STREAMING_SECONDS,
-             announce: str | None = None, also: tuple[Any, ...] | None = None) -> None:
-    """One entry (and announcement) in one round trip, outside an attempt."""
-    if not enabled():
-        return
-    try:
-        pipe = get_redis().pipeline(transaction=False)
-        for command in _commands(reply_id, fields, expire, announce, also):
-            pipe.execute_command(*command)
-        pipe.execute()
-    except Exception as exc:
-        log.warning("stream publish for reply %s failed: %s", reply_id, exc)
+            log.warning("stream publish for reply %s failed: %s", self.reply_id, exc)
+            self._broken = True
 
 
 def publish_end(reply_id: int, status: str, also: tuple[Any, ...] | None = None) -> None:
     """The reply is stored with its final status: end the stream (it expires a few minutes later) and wake
-    everyone waiting on the reply (notify.wait_for_reply); `also`: one more command to send with it."""
-    _publish(reply_id, _end_fields(status), KEEP_AFTER_END_SECONDS, announce=status, also=also)
+    everyone waiting on the reply; `also`: one more command to send with it."""
+    if not enabled():
+        return
+    try:
+        _append(reply_id, _end_fields(status), KEEP_AFTER_END_SECONDS, also)
+    except Exception as exc:
+        log.warning("stream publish for reply %s failed: %s", reply_id, exc)
+
+
+def id_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair (ids compare as numbers, not strings)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
