@@ -161,6 +161,8 @@ def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path 
         # Metrics: a bearer token guarding /metrics, and a separate port that serves it instead of the public one.
         "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
         "METRICS_PORT": _int(env, "METRICS_PORT", 0),
+        # A consumer that does not share the web's PROMETHEUS_MULTIPROC_DIR (another container or host) serves its own.
+        "WORKER_METRICS_PORT": _int(env, "WORKER_METRICS_PORT", 0),
         # flask-smorest / OpenAPI
         "API_TITLE": "Gemini Backend",
         "API_VERSION": "1.0.0",

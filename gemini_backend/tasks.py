@@ -16,7 +16,7 @@ from typing import NoReturn
 from flask import Flask
 from huey import crontab
 
-from gemini_backend import ai, logs
+from gemini_backend import ai, logs, metrics
 from gemini_backend.config import check_production, load_config
 from gemini_backend.extensions import bind_storage
 from gemini_backend.services import replies, upkeep
@@ -53,6 +53,8 @@ def run_consumer(workers: int, worker_type: str = "greenlet", graceful_signal: s
                             scheduler_interval=5, check_worker_health=True, **polling)
     config.validate()
     config.setup_logger()
+    if app.config["WORKER_METRICS_PORT"]:
+        metrics.serve(app.config["WORKER_METRICS_PORT"], app.config["METRICS_TOKEN"])
     if app.config["LOG_LEVEL"] != "DEBUG":
         # Per task, Huey logs two lines and the HTTP client one; the reply's own line says what they say.
         for name in ("huey", "httpx", "httpx2"):
