@@ -99,7 +99,7 @@ def http_figures(gen: Generator, floor: Proc, cached: Proc, uncached: Proc, toke
         Row("floor: JWT check + one Redis GET, 32 conn", f"{floor_load} (rounds: {spread(r['floor'])} req/s)",
             "reference", "-"),
         Row("1. cached GET /chatroom (50 rooms), 32 conn", f"{hit}{errors(hit)}", f"{ratio:.2f} x floor",
-            ">= 0.8 x floor", ratio >= 0.8 and hit.errors == 0),
+            ">= 0.9 x floor", ratio >= 0.9 and hit.errors == 0),
         Row("2. cache value: cached vs cache off (50 rooms), 32 conn", f"off: {miss}{errors(miss)}",
             f"{value:.2f}x", ">= 3x", value >= 3 and miss.errors == 0),
     ]
@@ -108,41 +108,42 @@ def http_figures(gen: Generator, floor: Proc, cached: Proc, uncached: Proc, toke
         load, ratio = median_load(loads), per_round(loads, r["floor"])
         worst_p99 = max(x.p99_ms for x in loads)
         sound = load.errors == 0 and worst_p99 < 500 and load.requests > 0
-        goal = "no error, p99 < 500 ms" + (", >= 0.3 x floor" if connections == 32 else "")
+        goal = "no error, p99 < 500 ms" + (", >= 0.25 x floor" if connections == 32 else "")
         rows.append(Row(f"3. POST message accepted (Pro, {len(posts)} rooms), {connections} conn",
                         f"{load}, worst p99 {worst_p99:.0f} ms, errors {load.errors}", f"{ratio:.2f} x floor",
-                        goal, sound and (connections == 8 or ratio >= 0.3)))
+                        goal, sound and (connections == 8 or ratio >= 0.25)))
     return rows
 
 
 def reply_figures(app, web: Proc, writers: list[seeding.Writer], s: Settings) -> list[Row]:
     """Figures 4-5: reply throughput at saturation, and per-reply overhead under steady load below it."""
     w, latency = s.consumer_threads, s.latency
-    out = [sdk_reference(app, latency), sdk_ceiling(app, latency, w, w * s.saturation_factor)]
-    warm = seeding.pending_replies(app, writers, w * 2, "warm-up")  # connections, SDK clients, imports
+    out = [sdk_reference(app, latency), sdk_ceiling(app, latency, min(w, 64), min(w * s.saturation_factor, 400))]
+    warm = seeding.pending_replies(app, writers, min(w * 2, 100), "warm-up")  # connections, SDK clients, imports
     seeding.enqueue(app, warm)
     seeding.wait_finished(app, warm[0] - 1, len(warm), timeout=60)
 
-    count = w * s.saturation_factor
+    count = min(w * s.saturation_factor, 400)
     ids = seeding.pending_replies(app, writers, count, "throughput")
     started = seeding.enqueue(app, ids)
     rows = seeding.wait_finished(app, ids[0] - 1, count, timeout=30 + 3 * count * latency / w)
     span = (max(row[3] for row in rows) - started).total_seconds()
     statuses = {row[1] for row in rows}
     rate, ideal = count / span, w / latency
+    # No goal any more (QUALITY.md's guards): for scale; the conversation rows are the throughput figures now.
     out.append(Row(f"4. reply throughput, W = {w}, L = {latency} s, {count} replies queued at once",
                f"{rate:.1f} replies/s in {span:.2f} s" + ("" if statuses == {"complete"} else f" ({statuses})"),
-               f"{rate / ideal:.2f} x W/L", ">= 0.95 x W/L", rate / ideal >= 0.95 and statuses == {"complete"}))
+               f"{rate / ideal:.2f} x W/L", "- (all complete)", None if statuses == {"complete"} else False))
 
-    rate = ideal / 2
+    rate = min(ideal / 2, 20.0)  # low load: 20/s is what 0.5 x W/L was with W = 8, L = 0.2 s
     after = seeding.last_message_id(app)
     posted = steady_posts(url(web), writers, rate, s.steady_seconds)
     rows = seeding.wait_finished(app, after, posted, timeout=60)
     overheads = sorted(((done - made).total_seconds() - latency) * 1000 for _, _, made, done in rows)
     p50, p99 = statistics.median(overheads), percentile(overheads, 99)
-    out.append(Row(f"5. reply overhead (completed - created - L), {posted} posts over HTTP at {rate:.0f}/s "
-                   f"(0.5 x W/L)", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {overheads[-1]:.1f} ms",
-                   "server side", "p99 <= 15 ms", p99 <= 15))
+    out.append(Row(f"5. reply overhead at low load (completed - created - L), {posted} posts over HTTP at "
+                   f"{rate:.0f}/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {overheads[-1]:.1f} ms",
+                   "server side", "p99 <= 25 ms", p99 <= 25))
     return out
 
 
@@ -236,10 +237,10 @@ def memory_rows(webs: list[Proc], consumer: Proc, floor: Proc) -> list[Row]:
     consumer_peak = peak_rss_mib(consumer.pid)
     floor_peaks = [peak_rss_mib(pid) for pid in worker_pids(floor)]
     worst = max(web_peaks + [consumer_peak])
-    return [Row("6. peak RSS (VmHWM): app web workers; consumer",
+    return [Row("6. peak RSS (VmHWM) after the guards: app web workers; consumer",
                 f"{', '.join(f'{p:.0f}' for p in web_peaks)} MiB; {consumer_peak:.0f} MiB "
                 f"(floor app workers: {', '.join(f'{p:.0f}' for p in floor_peaks)} MiB)",
-                f"max {worst:.0f} MiB", "each <= 120 MiB", worst <= 120)]
+                f"max {worst:.0f} MiB", "- (the goal is C5's)")]
 
 
 def stream_rows(web: Proc, writer: seeding.Writer, s: Settings, samples: int, concurrency: int) -> list[Row]:

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.backends import OWNER_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_SERVER = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -45,8 +47,8 @@ class Proc:
 class Stack:
     """One run's database, Redis DB and processes; close() undoes all of it."""
 
-    web_workers: int = 2
-    web_threads: int = 8
+    web_workers: int | None = None  # None: gunicorn.conf.py's default, as production runs it
+    web_threads: int | None = None
     latency: float = 0.2
     redis_db: int | None = None
     dbname: str = field(default_factory=lambda: f"gb_bench_{os.getpid()}")
@@ -70,15 +72,25 @@ class Stack:
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
             "GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": f"http://127.0.0.1:{self.gemini_port}",
             "PRO_MINUTE_LIMIT": "1000000", "JWT_ACCESS_TOKEN_EXPIRES": "7200",
-            "WEB_CONCURRENCY": str(self.web_workers), "GUNICORN_THREADS": str(self.web_threads),
             "INSTANCE_PATH": str(self.workdir / "instance"),
         }
+        # Only explicit overrides: without them gunicorn.conf.py and the consumer use production's defaults.
+        if self.web_workers is not None:
+            self.env["WEB_CONCURRENCY"] = str(self.web_workers)
+        if self.web_threads is not None:
+            self.env["GUNICORN_THREADS"] = str(self.web_threads)
         # Settings the caller's shell may carry would make this run differ from production's defaults.
         for name in ("CHATROOM_CACHE_TTL", "CHATROOM_CACHE", "HUEY_IMMEDIATE", "QUEUE_URL", "LOG_LEVEL",
-                     "GUNICORN_ACCESS_LOG", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "GEMINI_RESPONSE_CACHE_TTL"):
+                     "GUNICORN_ACCESS_LOG", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "GEMINI_RESPONSE_CACHE_TTL",
+                     "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_WORKER_CLASS", "WORKER_THREADS",
+                     "PROMETHEUS_MULTIPROC_DIR", "METRICS_PORT", "METRICS_TOKEN"):
             os.environ.pop(name, None)
+        for name in [name for name in os.environ if name.startswith(("GUNICORN_", "WORKER_", "DB_POOL", "CONSUMER_"))]:
+            os.environ.pop(name)
         os.environ.update(self.env)  # the in-process app that seeds rows must see the same stores
-        redis.Redis.from_url(self.redis_url).flushdb()
+        client = redis.Redis.from_url(self.redis_url)
+        client.flushdb()
+        client.set(OWNER_KEY, os.getpid(), ex=4 * 3600)  # still ours after the flush: test runs keep off it
         self._admin(f'CREATE DATABASE "{self.dbname}"')
         self.created_db = True
         migrate = subprocess.run([str(BIN / "flask"), "db", "upgrade"], cwd=ROOT, env=self.child_env(),
@@ -88,6 +100,16 @@ class Stack:
         gemini = self.spawn("fake-gemini", [sys.executable, "-m", "tests.fakes.gemini", "--port",
                                             str(self.gemini_port), "--latency", str(self.latency), "--quiet"])
         wait_port(self.gemini_port, gemini)
+
+    def start_paced_gemini(self, first_chunk_delay: float, chunk_count: int, chunk_delay: float) -> tuple[Proc, str]:
+        """The asyncio fake Gemini at a real model's pace (bench/fake_gemini.py), and its base URL."""
+        port = free_port()
+        proc = self.spawn("fake-gemini-paced", [sys.executable, "-m", "bench.fake_gemini", "--port", str(port),
+                                                "--first-chunk-delay", str(first_chunk_delay),
+                                                "--chunk-count", str(chunk_count), "--chunk-delay", str(chunk_delay)],
+                          port=port, stop_signal=signal.SIGTERM)
+        wait_port(port, proc)
+        return proc, f"http://127.0.0.1:{port}"
 
     def child_env(self, **overrides: str) -> dict[str, str]:
         """The environment of a child process."""
@@ -112,15 +134,17 @@ class Stack:
         wait_http(f"http://127.0.0.1:{port}{health}", proc)
         return proc
 
-    def start_consumer(self, threads: int) -> Proc:
-        """The Huey consumer as production runs it (`flask worker -w W`); SIGINT stops it gracefully."""
-        return self.spawn("consumer", [str(BIN / "flask"), "worker", "-w", str(threads)], stop_signal=signal.SIGINT)
+    def start_consumer(self, threads: int | None = None, name: str = "consumer", **env: str) -> Proc:
+        """The Huey consumer as production runs it (bare `flask worker`, or `-w W` when asked); SIGINT stops it
+        gracefully."""
+        args = [str(BIN / "flask"), "worker"] + ([] if threads is None else ["-w", str(threads)])
+        return self.spawn(name, args, stop_signal=signal.SIGINT, **env)
 
-    def stop(self, proc: Proc, timeout: float = 15) -> None:
-        """Stop one process group: its graceful signal, then SIGKILL."""
+    def stop(self, proc: Proc, timeout: float = 15, signum: int | None = None) -> None:
+        """Stop one process group: its graceful signal (or signum), then SIGKILL."""
         if proc.popen.poll() is None:
             try:
-                os.killpg(proc.pid, proc.stop_signal)
+                os.killpg(proc.pid, signum or proc.stop_signal)
                 proc.popen.wait(timeout=timeout)
             except ProcessLookupError:
                 pass
@@ -166,12 +190,17 @@ class Stack:
 # -- process helpers ----------------------------------------------------------------------------
 
 def pick_redis_db() -> int:
-    """The highest empty Redis DB from 14 down, so a test run using another DB is never flushed."""
+    """A Redis DB of this run's own, from 14 down: claimed with the same owner key as test runs
+    (tests/backends.OWNER_KEY), so a test run and a bench never share (and flush) one DB."""
+    import atexit
+
     import redis
     for number in range(14, 1, -1):
-        if redis.Redis.from_url(f"{REDIS_SERVER}/{number}").dbsize() == 0:
+        client = redis.Redis.from_url(f"{REDIS_SERVER}/{number}")
+        if client.dbsize() == 0 and client.set(OWNER_KEY, os.getpid(), nx=True, ex=4 * 3600):
+            atexit.register(client.delete, OWNER_KEY)
             return number
-    raise RuntimeError("no empty Redis DB between 2 and 14; pass --redis-db N")
+    raise RuntimeError("no free Redis DB between 2 and 14; pass --redis-db N")
 
 
 def kill_group(pid: int) -> None:

@@ -44,8 +44,12 @@ def _final_events(reply: Message, last_event_id: str | None) -> Iterator[str]:
 
 
 def _load(reply_id: int) -> Message | None:
+    """The reply as it is stored now, detached: reading it later opens no transaction, so the stream holds no
+    connection while it waits (a row left in the session would be expired by the commit and re-read)."""
     reply = db.session.scalars(select(Message).where(Message.id == reply_id)).first()
-    db.session.commit()  # release the connection; the loaded row stays readable
+    if reply is not None:
+        db.session.expunge(reply)
+    db.session.commit()  # release the connection
     return reply
 
 
