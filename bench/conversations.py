@@ -624,7 +624,7 @@ def open_stream_rows(servers: Servers, stack: Stack, people: Population, s: Conv
               "server gauge unavailable") + (f"; client: {held.answered} answered 200 (headers), {held.sent} "
                                              f"requests sent, {held.failed} failed"
                                              + (f" ({fmt_counts(held.failures)})" if held.failures else "")
-                                             + f"; opened over {held.open_seconds:.1f} s, held {s.hold:g} s")
+                                             + f"; all open after {held.open_seconds:.1f} s, then held {s.hold:g} s")
     all_open = is_open >= n and held.failed == 0
     share = held.client_cpu / held.wall if held.wall else 0.0
     return [

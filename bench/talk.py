@@ -317,9 +317,13 @@ async def hold_streams(base: str, targets: list[tuple[ChatUser, int]], hold: flo
         for i in range(0, len(targets), batch):
             tasks += [asyncio.create_task(one(user, reply_id, session)) for user, reply_id in targets[i:i + batch]]
             await asyncio.sleep(batch_every)
+        # Every stream answers its headers at once (an opening comment), so "open" is seen by the client: wait
+        # until all are (or have failed), then probe while they are held, not while the server is opening them.
+        deadline = time.perf_counter() + 120
+        while held.answered + held.failed < len(targets) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
         held.open_seconds = time.perf_counter() - wall0
-        await asyncio.sleep(1)  # the last batch reaches the server
-        # Probed while they are all held, not while they are being opened (the client is busy then).
+        await asyncio.sleep(0.5)
         probing = asyncio.create_task(sampler(probes, f"{base}/healthz", {}, every, stop, held.health))
         await asyncio.sleep(hold)
         try:

@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity, jwt_required
 
 from gemini_backend.caching import prefetch
-from gemini_backend.errors import AppError, NotFound, document_errors
+from gemini_backend.errors import AppError, document_errors
 from gemini_backend.http import Blueprint, json_response
 from gemini_backend.schemas.billing import RATE_LIMIT_HEADERS
 from gemini_backend.schemas.chat import (ChatroomCreateSchema, ChatroomDetailSchema, ChatroomListSchema,
@@ -170,8 +170,6 @@ class MessageStream(MethodView):
                                            "schema": {"type": "string"}}])
     def get(self, room_id, message_id):
         """Stream a reply as Gemini produces it (Server-Sent Events)."""
-        reply = messages.reply_for(messages.get_message(_user_id(), room_id, message_id))
-        if reply is None:
-            raise NotFound("This message has no reply.", error="message_not_found")
-        events = sse.reply_events(reply.id, request.headers.get("Last-Event-ID"))
+        reply = messages.find_reply(_user_id(), room_id, message_id)
+        events = sse.reply_events(reply, request.headers.get("Last-Event-ID"))
         return Response(stream_with_context(events), mimetype="text/event-stream", headers=sse.stream_headers())

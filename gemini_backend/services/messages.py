@@ -5,7 +5,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -124,6 +124,19 @@ def get_message(user_id: int, room_id: int, message_id: int) -> Message:
     if message is None:
         raise NotFound("No such message.", error="message_not_found")
     return message
+
+
+def find_reply(user_id: int, room_id: int, message_id: int) -> Message:
+    """The reply of a message of the user's room (the message itself when it is a reply), in one query; 404
+    otherwise."""
+    reply = db.session.scalars(
+        select(Message).join(Chatroom, Chatroom.id == Message.chatroom_id)
+        .where(Chatroom.id == room_id, Chatroom.user_id == user_id, Message.role == "model",
+               or_(Message.id == message_id, Message.reply_to == message_id))).first()
+    if reply is None:
+        get_message(user_id, room_id, message_id)  # the room's or the message's own 404
+        raise NotFound("This message has no reply.", error="message_not_found")
+    return reply
 
 
 def reply_for(message: Message) -> Message | None:

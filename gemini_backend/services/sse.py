@@ -44,25 +44,34 @@ def _final_events(reply: Message, last_event_id: str | None) -> Iterator[str]:
 
 
 def _load(reply_id: int) -> Message | None:
-    """The reply as it is stored now, detached: reading it later opens no transaction, so the stream holds no
-    connection while it waits (a row left in the session would be expired by the commit and re-read)."""
+    """The reply as it is stored now (detached), or None when it was deleted."""
     reply = db.session.scalars(select(Message).where(Message.id == reply_id)).first()
     if reply is not None:
-        db.session.expunge(reply)
-    db.session.commit()  # release the connection
+        _detach(reply)
     return reply
 
 
-def reply_events(reply_id: int, last_event_id: str | None) -> Iterator[str]:
-    """The SSE stream of one reply, resuming after last_event_id."""
+def _detach(reply: Message) -> None:
+    """Take the row out of the session and end the transaction: reading the row later opens none, so the stream
+    holds no connection while it waits (a row left in the session would be expired by the commit and re-read)."""
+    db.session.expunge(reply)
+    db.session.commit()
+
+
+def reply_events(reply: Message, last_event_id: str | None) -> Iterator[str]:
+    """The SSE stream of one reply (as the route loaded it), resuming after last_event_id."""
+    _detach(reply)  # now, in the route: the stream's generator runs after the route has returned
+    return _events(reply, last_event_id)
+
+
+def _events(reply: Message, last_event_id: str | None) -> Iterator[str]:
     with metrics.OPEN_STREAMS.track_inprogress():  # left when the client goes away too (GeneratorExit)
-        reply = _load(reply_id)
-        if reply is None:
-            return
+        # At once, so the client and any proxy get the headers before the first chunk (which may be seconds away).
+        yield ": stream open\n\n"
         if not streams.enabled():
-            yield from _embedded_events(reply_id, reply, last_event_id)
+            yield from _embedded_events(reply.id, reply, last_event_id)
             return
-        yield from _redis_events(reply_id, reply, last_event_id)
+        yield from _redis_events(reply.id, reply, last_event_id)
 
 
 def _embedded_events(reply_id: int, reply: Message, last_event_id: str | None) -> Iterator[str]:

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from flask import current_app
+from redis.commands.core import Script
 
 from gemini_backend.extensions import get_redis, new_redis_client
 from gemini_backend.services.listener import RESYNC, ReplyListener, Watch, listener_for
@@ -115,8 +116,15 @@ def _append(reply_id: int, fields: dict[str, str], expire: int, also: tuple[Any,
     if also is not None:
         client.execute_command(*also)
     flat = [part for item in fields.items() for part in item]
-    client.register_script(_APPEND_AND_ANNOUNCE)(keys=[stream_key(reply_id)],
-                                                 args=[MAX_ENTRIES, expire, channel(reply_id), *flat])
+    _append_script()(keys=[stream_key(reply_id)], args=[MAX_ENTRIES, expire, channel(reply_id), *flat])
+
+
+def _append_script() -> Script:
+    """The append-and-announce script, registered once per app (EVALSHA; loaded again after a Redis restart)."""
+    script = current_app.extensions.get("append-script")
+    if script is None:
+        script = current_app.extensions["append-script"] = get_redis().register_script(_APPEND_AND_ANNOUNCE)
+    return script
 
 
 def _end_fields(status: str) -> dict[str, str]:

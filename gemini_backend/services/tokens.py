@@ -15,6 +15,7 @@ from flask import current_app, g
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt_identity
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from gemini_backend.caching import drop_user_state, read_many, user_state_key
 from gemini_backend.errors import Unauthorized
@@ -102,7 +103,8 @@ def user_state(user_id: int) -> dict[str, Any] | None:
     if state is not None:
         memo[user_id] = state
         return state
-    user = db.session.get(User, user_id)
+    reading_alone = not db.session().in_transaction()
+    user = db.session.get(User, user_id, options=[joinedload(User.subscription)])  # one query, not two
     if user is None:
         return None
     now = utcnow()
@@ -111,6 +113,10 @@ def user_state(user_id: int) -> dict[str, Any] | None:
                                        RevokedToken.expires_at > now)).all()
     state = {"tier": user.tier, "ver": user.token_version, "revoked_sessions": sorted(revoked),
              "kept_session": user.kept_session_id}
+    if reading_alone:
+        # Hand the connection back: the request (a message post writing on a connection of its own, a stream)
+        # must not hold this one until it ends.
+        db.session.commit()
     try:
         cache.set(key, state, timeout=current_app.config["CHATROOM_CACHE_TTL"])
     except Exception:
