@@ -92,9 +92,9 @@ def convo_settings(args: argparse.Namespace) -> conversations.ConvoSettings:
 
 
 def consumer_workers() -> int:
-    """W of the reply figures when not given: the consumer's default (WORKER_THREADS)."""
+    """W of the reply figures when not given: the consumer's default (WORKER_CONCURRENCY)."""
     from gemini_backend.config import load_config
-    return int(load_config().get("WORKER_THREADS") or 4)
+    return int(load_config()["WORKER_CONCURRENCY"])
 
 
 def raise_open_files() -> str:
