@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="also write the markdown table to this file")
     parser.add_argument("--web-workers", type=int, help="override WEB_CONCURRENCY (default: gunicorn.conf.py's)")
     parser.add_argument("--threads", type=int, help="override GUNICORN_THREADS (default: gunicorn.conf.py's)")
+    parser.add_argument("--web-worker-class", choices=("gevent", "gthread"),
+                        help="override GUNICORN_WORKER_CLASS, to measure the thread model beside the default gevent")
+    parser.add_argument("--consumer-type", choices=("greenlet", "thread"),
+                        help="override WORKER_TYPE, the consumer's workers (default greenlet)")
     parser.add_argument("--consumer-threads", type=int,
                         help="override the consumer's workers: `flask worker -w W` (default: bare `flask worker`)")
     parser.add_argument("--latency", type=float, default=0.2,
@@ -122,14 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     gen = Generator(wrk)
     overrides = ", ".join(f"{name} {value}" for name, value in (("--web-workers", args.web_workers),
                                                                  ("--threads", args.threads),
+                                                                 ("--web-worker-class", args.web_worker_class),
+                                                                 ("--consumer-type", args.consumer_type),
                                                                  ("--consumer-threads", args.consumer_threads))
                           if value is not None)
     header = [f"Machine: {machine()}; {raise_open_files()}.",
               "Servers: `gunicorn -c gunicorn.conf.py wsgi:app` and `flask worker`, APP_ENV=production, "
               + (f"with overrides {overrides}." if overrides else "production defaults (no worker or thread overrides).")]
     print("\n".join(header), flush=True)
-    stack = Stack(web_workers=args.web_workers, web_threads=args.threads, latency=args.latency,
-                  redis_db=args.redis_db)
+    stack = Stack(web_workers=args.web_workers, web_threads=args.threads, web_worker_class=args.web_worker_class,
+                  consumer_type=args.consumer_type, latency=args.latency, redis_db=args.redis_db)
     rows: list[Row] = []
     app, status, started, load_before = None, 0, time.monotonic(), load_average()
     try:

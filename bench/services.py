@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.backends import OWNER_KEY
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -49,6 +50,8 @@ class Stack:
 
     web_workers: int | None = None  # None: gunicorn.conf.py's default, as production runs it
     web_threads: int | None = None
+    web_worker_class: str | None = None  # None: gunicorn.conf.py's (gevent)
+    consumer_type: str | None = None  # None: the consumer's default (greenlet)
     latency: float = 0.2
     redis_db: int | None = None
     dbname: str = field(default_factory=lambda: f"gb_bench_{os.getpid()}")
@@ -79,6 +82,10 @@ class Stack:
             self.env["WEB_CONCURRENCY"] = str(self.web_workers)
         if self.web_threads is not None:
             self.env["GUNICORN_THREADS"] = str(self.web_threads)
+        if self.web_worker_class is not None:
+            self.env["GUNICORN_WORKER_CLASS"] = self.web_worker_class
+        if self.consumer_type is not None:
+            self.env["WORKER_TYPE"] = self.consumer_type
         # Settings the caller's shell may carry would make this run differ from production's defaults.
         for name in ("CHATROOM_CACHE_TTL", "CHATROOM_CACHE", "HUEY_IMMEDIATE", "QUEUE_URL", "LOG_LEVEL",
                      "GUNICORN_ACCESS_LOG", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "GEMINI_RESPONSE_CACHE_TTL",
@@ -209,13 +216,6 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: Proc, timeout: float = 15) -> None:

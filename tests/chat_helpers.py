@@ -46,3 +46,17 @@ class ChatUser:
         from gemini_backend.services import quota
         with self.app.app_context():
             return quota.usage(self.id, "basic")["used_today"]
+
+
+def model_replies(app) -> list:
+    """Every model reply row (id, reply_to, status, content, lease_token, attempts), oldest first."""
+    from sqlalchemy import select
+
+    from gemini_backend.extensions import db
+    from gemini_backend.models import Message
+    with app.app_context():
+        rows = db.session.execute(select(Message.id, Message.reply_to, Message.status, Message.content,
+                                         Message.lease_token, Message.attempts)
+                                  .where(Message.role == "model").order_by(Message.id)).all()
+        db.session.remove()
+        return rows

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from gemini_backend.extensions import db
 from gemini_backend.models import Message
 from tests.backends import _pg_admin
+from tests.chat_helpers import model_replies
 from tests.conftest import BACKEND, WORKER_ENV
 from tests.deploy.topology import SERVICES_ONLY, PgBouncer, run_collection
 from tests.factories import auth_headers, create_user
@@ -46,15 +47,6 @@ def pooled(pgbouncer, fake_gemini) -> dict[str, str]:
 def web(pooled, module_fleet):
     """One gunicorn host (2 workers x 8 threads) on PgBouncer."""
     return module_fleet.web(workers=2, threads=8, **pooled)
-
-
-def _replies(app):
-    with app.app_context():
-        rows = db.session.execute(select(Message.id, Message.reply_to, Message.status, Message.content,
-                                         Message.lease_token, Message.attempts)
-                                  .where(Message.role == "model").order_by(Message.id)).all()
-        db.session.remove()
-        return rows
 
 
 def _transactions(pgbouncer) -> int:
@@ -154,17 +146,17 @@ def test_r1_kill9_consumer_with_20_replies_in_flight_through_pgbouncer(app, web,
         assert status == 202, body
     env = {**pooled, "GEMINI_TIMEOUT": "20", "REPLY_LEASE_SECONDS": "5", "REPLY_SWEEP_GRACE": "1"}
     first = fleet.worker(threads=20, **env)
-    wait_for(lambda: all(r.lease_token and r.attempts == 1 for r in _replies(app)) and len(_replies(app)) == 20,
+    wait_for(lambda: all(r.lease_token and r.attempts == 1 for r in model_replies(app)) and len(model_replies(app)) == 20,
              timeout=30, what="all 20 replies to be claimed", proc=first)
     fleet.kill9(first)
     killed_at = time.monotonic()
-    assert all(r.status == "pending" for r in _replies(app)), "the kill must land while replies are in flight"
+    assert all(r.status == "pending" for r in model_replies(app)), "the kill must land while replies are in flight"
     time.sleep(max(0.0, killed_at + 5.5 - time.monotonic()))  # the dead consumer's leases run out
     fake_gemini.latency = 0.1
     second = fleet.worker(threads=8, **env)
-    wait_for(lambda: all(r.status == "complete" for r in _replies(app)), timeout=60,
+    wait_for(lambda: all(r.status == "complete" for r in model_replies(app)), timeout=60,
              what="every reply to complete after the crash", proc=second)
-    rows = _replies(app)
+    rows = model_replies(app)
     assert len(rows) == 20 and len({r.reply_to for r in rows}) == 20
     assert sorted(r.content for r in rows) == sorted(f"Echo: question {i}" for i in range(20))
     assert all(r.attempts == 2 for r in rows), [r.attempts for r in rows]

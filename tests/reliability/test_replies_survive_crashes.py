@@ -3,24 +3,12 @@ import signal
 import time
 
 import pytest
-from sqlalchemy import select
 
-from gemini_backend.extensions import db
-from gemini_backend.models import Message
-from tests.chat_helpers import ChatUser
+from tests.chat_helpers import ChatUser, model_replies
 from tests.conftest import BACKEND, WORKER_ENV
 from tests.helpers import free_port, http_json, start_web, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.reliability
-
-
-def _replies(app):
-    with app.app_context():
-        rows = db.session.execute(select(Message.id, Message.reply_to, Message.status, Message.content,
-                                         Message.lease_token, Message.attempts)
-                                  .where(Message.role == "model").order_by(Message.id)).all()
-        db.session.remove()
-        return rows
 
 
 def _worker(fake, threads, **env):
@@ -37,23 +25,23 @@ def test_r1_kill9_consumer_with_20_replies_in_flight(app, client, gemini):
         alice.say(rooms[i % 4], f"question {i}")
     first = _worker(gemini, threads=20, GEMINI_TIMEOUT="20", REPLY_LEASE_SECONDS="8")
     try:
-        wait_for(lambda: all(r.lease_token and r.attempts == 1 for r in _replies(app)), timeout=30,
+        wait_for(lambda: all(r.lease_token and r.attempts == 1 for r in model_replies(app)), timeout=30,
                  what="all 20 replies to be claimed", proc=first)
     finally:
         stop(first, sig=signal.SIGKILL)
-    assert all(r.status == "pending" for r in _replies(app)), "the kill must land while replies are in flight"
+    assert all(r.status == "pending" for r in model_replies(app)), "the kill must land while replies are in flight"
     time.sleep(8.5)  # the dead consumer's leases run out
     gemini.latency = 0.1
     second = _worker(gemini, threads=8)
     try:
-        wait_for(lambda: all(r.status == "complete" for r in _replies(app)), timeout=60,
+        wait_for(lambda: all(r.status == "complete" for r in model_replies(app)), timeout=60,
                  what="every reply to complete after the crash", proc=second)
     except AssertionError:
-        print("replies:", _replies(app), "\nsecond consumer:\n", stop(second)[-20000:])
+        print("replies:", model_replies(app), "\nsecond consumer:\n", stop(second)[-20000:])
         raise
     finally:
         output = stop(second)
-    rows = _replies(app)
+    rows = model_replies(app)
     assert len(rows) == 20 and len({r.reply_to for r in rows}) == 20
     contents = sorted(r.content for r in rows)
     assert contents == sorted(f"Echo: question {i}" for i in range(20)), contents
@@ -68,7 +56,7 @@ def test_r8_sigint_lets_the_running_reply_finish(app, client, gemini):
     posted = alice.say(room, "finish me")
     # The timeout stays well above the latency: a timed-out call would be a retry, not a finished reply.
     proc = _worker(gemini, threads=2, GEMINI_TIMEOUT="15")
-    wait_for(lambda: _replies(app)[0].lease_token, timeout=20, what="the reply to be claimed", proc=proc)
+    wait_for(lambda: model_replies(app)[0].lease_token, timeout=20, what="the reply to be claimed", proc=proc)
     output = stop(proc, sig=signal.SIGINT)
     reply = alice.reply(room, posted["reply"]["id"])
     assert reply["status"] == "complete" and reply["content"] == "Echo: finish me", output[-4000:]
@@ -93,7 +81,7 @@ def test_r5_enqueue_failure_still_answers_202_and_the_sweeper_delivers(app, gemi
     time.sleep(1.2)  # past REPLY_SWEEP_GRACE, so the sweeper treats it as never enqueued
     worker = _worker(gemini, threads=2)
     try:
-        wait_for(lambda: _replies(app)[0].status == "complete", timeout=30, what="the swept reply", proc=worker)
+        wait_for(lambda: model_replies(app)[0].status == "complete", timeout=30, what="the swept reply", proc=worker)
     finally:
         stop(worker)
-    assert _replies(app)[0].content == "Echo: queue is down"
+    assert model_replies(app)[0].content == "Echo: queue is down"
