@@ -119,12 +119,10 @@ def install(app: Flask) -> None:
         """Swagger UI's files, served by the app so /docs works with no internet."""
         return send_from_directory(swagger_dir, filename, max_age=86400)
 
-    @app.before_request
     def tag_request():
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
 
-    @app.before_request
     def require_json_body():
         # A body in any other format would be read as "no fields" and hide the client's mistake.
         if request.routing_exception is not None:
@@ -134,6 +132,10 @@ def install(app: Flask) -> None:
                 return error_response(415, "unsupported_media_type",
                                       "Send the body as JSON with Content-Type: application/json.")
         return None
+
+    # Ahead of Flask-Limiter's check (bound earlier, in bind_storage): its 429 carries the request id, and a body
+    # that is not JSON is refused before it costs a limit hit (a storage round trip) or counts against the client.
+    app.before_request_funcs.setdefault(None, [])[:0] = [tag_request, require_json_body]
 
     def drop_retry_after_on_success(response):
         """Flask-Limiter puts Retry-After on every limited route's response; it means something only on a refusal."""

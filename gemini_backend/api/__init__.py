@@ -21,5 +21,3 @@ def register_blueprints(app: Flask) -> None:
     for name in BLUEPRINT_MODULES:
         module = import_module(f"gemini_backend.api.{name}")
         api.register_blueprint(module.blp)
-    from gemini_backend.api.auth import confine_limiter
-    confine_limiter(app)

@@ -1,10 +1,7 @@
 """Auth routes: sign-up, OTP and password login, token refresh and logout, password reset and change."""
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
-
-from flask import Flask, current_app
+from flask import current_app
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt, jwt_required
 
@@ -27,22 +24,6 @@ def _auth_rate_limit() -> str:
 
 # Per client IP, on every auth route: slows credential stuffing and OTP guessing across numbers.
 limiter.limit(_auth_rate_limit)(blp)
-
-
-def confine_limiter(app: Flask) -> None:
-    """Run Flask-Limiter's request hooks for the auth routes alone.
-
-    init_app hooks it into every request of the app, but only these routes carry HTTP limits (the message quota
-    has its own counters), and its per-request work showed up on the hottest routes.
-    """
-    def is_limiter_hook(fn: Any) -> bool:
-        return getattr(fn, "__self__", None) is limiter or (isinstance(fn, partial) and fn.args[:1] == (limiter,))
-
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        app_wide = hooks.get(None, [])
-        moved = [fn for fn in app_wide if is_limiter_hook(fn)]
-        app_wide[:] = [fn for fn in app_wide if not is_limiter_hook(fn)]
-        hooks.setdefault(blp.name, []).extend(moved)
 
 
 # What every auth route with a JSON body can answer besides its own errors (429: the per-IP limit above).
