@@ -1,6 +1,9 @@
 """flask commands for operators: the worker, users, upkeep."""
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
@@ -29,16 +32,23 @@ def register(app: Flask) -> None:
 @with_appcontext
 def worker(workers: int | None, worker_type: str | None, graceful_signal: str) -> None:
     """Run the Huey consumer that answers messages (SIGINT: finish running replies, then exit)."""
-    from gemini_backend import tasks
     cfg = current_app.config
     worker_type = worker_type or cfg["WORKER_TYPE"]
     if workers is None:
         workers = cfg["WORKER_CONCURRENCY"] if worker_type == cfg["WORKER_TYPE"] else DEFAULT_WORKER_CONCURRENCY[worker_type]
-    # This process imported the whole web app just to find this command. The consumer runs in a fresh
-    # interpreter instead: greenlets need gevent's patches before anything is imported, and the worker app
-    # (settings from the environment, as for huey_consumer) needs less memory for as long as it runs.
-    tasks.exec_consumer(workers, worker_type, graceful_signal)
-
+    # Greenlets: gevent's launcher patches the standard library before Huey's consumer loads anything.
+    launcher = ["-m", "gevent.monkey", "--module"] if worker_type == "greenlet" else ["-m"]
+    argv = [sys.executable, *launcher, "huey.bin.huey_consumer", "gemini_backend.worker.huey",
+            "--worker-type", worker_type, "--workers", str(workers), "--graceful-signal", graceful_signal]
+    if not cfg["QUEUE_URL"]:
+        # The SQLite queue is polled, not blocked on: poll it often, so replies start within half a second.
+        argv += ["--delay", "0.05", "--max-delay", "0.5"]
+    # This process loaded the whole web app to find this command, unpatched, and greenlet workers need gevent's
+    # patches before anything is loaded. So Huey's own consumer takes over this process (same pid: signals and
+    # supervisors still reach it) in a fresh interpreter, on the worker entry module.
+    package_root = str(Path(__file__).resolve().parent.parent)  # importable even when FLASK_APP found it elsewhere
+    pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    os.execve(sys.executable, argv, {**os.environ, "WORKER_TYPE": worker_type, "PYTHONPATH": pythonpath})
 
 
 @click.command("purge-expired")

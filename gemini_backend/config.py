@@ -62,6 +62,17 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def export_metrics_directory() -> str:
+    """PROMETHEUS_MULTIPROC_DIR, else `<INSTANCE_PATH>/metrics`, created and exported, so every process of this
+    machine (and each child) writes its metric samples to the same folder."""
+    load_dotenv(PROJECT_ROOT / ".env", override=False)  # the same .env load_config reads
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
+        Path(os.environ.get("INSTANCE_PATH") or PROJECT_ROOT / "instance") / "metrics")
+    Path(path).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
 def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path | None = None) -> dict[str, Any]:
     """Build the Flask config dict from env (defaults to os.environ after reading `.env`)."""
     if env is None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase
 from gemini_backend import limits_sqlite  # noqa: F401  registers the sqlite:// limits storage
 from gemini_backend import greenlets, taskqueue
 from gemini_backend.errors import Api
-from gemini_backend.taskqueue import huey  # noqa: F401  one of the extensions, made where the consumer can import it alone
+from gemini_backend.taskqueue import huey
 
 # Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -45,8 +45,8 @@ api = Api()
 def __getattr__(name: str):
     """The web-only extensions (jwt, migrate), made on first use: the Huey consumer never imports them."""
     if name == "jwt":
-        from gemini_backend.verified_tokens import RememberingJWTManager
-        value = RememberingJWTManager()
+        from flask_jwt_extended import JWTManager
+        value = JWTManager()
     elif name == "migrate":
         from flask_migrate import Migrate
         value = Migrate()
@@ -54,6 +54,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
     return value
+
+
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 cache = Cache()
 
@@ -161,8 +163,7 @@ def get_redis() -> redis.Redis:
     from flask import current_app
     client = current_app.extensions.get("redis")
     if client is None:
-        pool = current_app.extensions.get("redis-pool") or redis_pool(current_app.config)
-        client = current_app.extensions["redis"] = redis.Redis(connection_pool=pool)
+        client = current_app.extensions["redis"] = redis.Redis(connection_pool=current_app.extensions["redis-pool"])
     return client
 
 

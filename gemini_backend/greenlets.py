@@ -1,7 +1,7 @@
 """gevent for the processes that mostly wait (web workers, the consumer): psycopg2 has to cooperate too.
 
 The patching itself comes first in each process: gunicorn's gevent worker does it before loading the app, and the
-consumer's entry point (tasks.exec_consumer) before importing anything of ours.
+consumer's entry module (gemini_backend.worker) before importing anything else.
 """
 from __future__ import annotations
 

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from dotenv import load_dotenv
 from flask import Flask, Response, g, request
 
-from gemini_backend.config import PROJECT_ROOT
+from gemini_backend.config import export_metrics_directory
 
 if TYPE_CHECKING:
     from gemini_backend.ai import Usage
@@ -26,18 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _choose_directory() -> str:
-    """PROMETHEUS_MULTIPROC_DIR, else `<INSTANCE_PATH>/metrics`; exported so child processes use the same folder."""
-    load_dotenv(PROJECT_ROOT / ".env", override=False)  # the same .env load_config reads
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
-        Path(os.environ.get("INSTANCE_PATH") or PROJECT_ROOT / "instance") / "metrics")
-    Path(path).mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path
-
-
-# Before prometheus_client is imported: it picks its multi-process value class from the environment at import.
-DIRECTORY = _choose_directory()
+# Before prometheus_client is imported: it picks its multi-process value class from the environment at import
+# (importing the package has already exported the folder; this covers a process that loaded metrics alone).
+DIRECTORY = export_metrics_directory()
 
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values)

@@ -1,7 +1,7 @@
 """The Huey queue: the instance, the app its tasks run in, and task decorators that enter that app's context.
 
 The lowest layer of the reply path: it knows settings, Redis and SQLite, never services. Services declare their
-own tasks with `app_task` (Huey's Flask recipe); `gemini_backend.tasks` is the consumer's entry point.
+own tasks with `app_task` (Huey's Flask recipe); `gemini_backend.worker` is the consumer's entry module.
 """
 from __future__ import annotations
 
@@ -19,27 +19,6 @@ from gemini_backend.config import load_config
 _app: Flask | None = None
 
 
-class _NoRevocation:
-    """Huey without task revocation: it costs two queue round trips per task (a check before, a cleanup after),
-    and nothing here revokes tasks; a reply is stopped through its row, which every attempt re-checks."""
-
-    def is_revoked(self, task, timestamp=None, peek=True) -> bool:
-        return False
-
-    def delete(self, key):
-        if key.startswith("r:"):  # Task.revoke_id: the per-task revocation flag, which is never set
-            return False
-        return super().delete(key)
-
-
-class ReplyRedisHuey(_NoRevocation, RedisHuey):
-    """RedisHuey without revocation."""
-
-
-class ReplySqliteHuey(_NoRevocation, SqliteHuey):
-    """SqliteHuey without revocation."""
-
-
 def create_huey() -> Huey:
     """The queue: Huey on Redis in services mode, on SQLite when embedded (read from the environment,
     because the consumer imports this module before any app exists)."""
@@ -54,10 +33,10 @@ def create_huey() -> Huey:
             socket_timeout=max(cfg["REDIS_SOCKET_TIMEOUT"], 5.0),
             socket_connect_timeout=cfg["REDIS_SOCKET_TIMEOUT"], health_check_interval=30)
         # results=False: nothing reads task return values, and stored results would pile up forever.
-        return ReplyRedisHuey(cfg["QUEUE_NAME"], connection_pool=pool, immediate=cfg["HUEY_IMMEDIATE"], utc=True,
+        return RedisHuey(cfg["QUEUE_NAME"], connection_pool=pool, immediate=cfg["HUEY_IMMEDIATE"], utc=True,
                               results=False, read_timeout=cfg["QUEUE_READ_TIMEOUT"])
     Path(cfg["HUEY_SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)
-    return ReplySqliteHuey(cfg["QUEUE_NAME"], filename=cfg["HUEY_SQLITE_PATH"], immediate=cfg["HUEY_IMMEDIATE"],
+    return SqliteHuey(cfg["QUEUE_NAME"], filename=cfg["HUEY_SQLITE_PATH"], immediate=cfg["HUEY_IMMEDIATE"],
                            utc=True, timeout=10, results=False)
 
 
@@ -65,7 +44,7 @@ huey = create_huey()
 
 
 def bind_app(app: Flask) -> None:
-    """Run tasks in this app's context (the web app binds itself; the consumer binds the worker app)."""
+    """Run tasks in this app's context (create_app binds the app it makes, web or worker)."""
     global _app
     _app = app
 
@@ -73,7 +52,7 @@ def bind_app(app: Flask) -> None:
 def bound_app() -> Flask:
     """The app tasks run in."""
     if _app is None:
-        raise RuntimeError("no app is bound to the task queue: create_app() or the consumer binds one")
+        raise RuntimeError("no app is bound to the task queue: create_app() binds one")
     return _app
 
 

@@ -67,8 +67,10 @@ def output_of(proc: subprocess.Popen) -> str:
 
 
 def start_worker(threads: int = 2, **env: str) -> subprocess.Popen:
-    """Start a real Huey consumer (`flask worker`) in its own process group."""
-    return _spawn([str(BIN / "flask"), "worker", "-w", str(threads)], child_env(**env))
+    """Start a real Huey consumer (`flask worker`) in its own process group and wait until it consumes."""
+    proc = _spawn([str(BIN / "flask"), "worker", "-w", str(threads)], child_env(**env))
+    wait_for(lambda: "Huey consumer started" in output_of(proc), timeout=60, what="the consumer to start", proc=proc)
+    return proc
 
 
 def start_web(port: int, workers: int = 1, threads: int = 8, **env: str) -> subprocess.Popen:

@@ -54,8 +54,8 @@ def test_s2_bad_tokens_are_401(app, client, kind):
     assert set(r.json) >= {"code", "status", "error", "message"} and r.json["code"] == 401
 
 
-def test_s2_a_remembered_token_still_expires(app, client):
-    """A token accepted before (so remembered by the decoder) is 401 token_expired once its exp has passed."""
+def test_s2_an_accepted_token_still_expires(app, client):
+    """A token accepted before is 401 token_expired once its exp has passed."""
     user_id = create_user(app)
     payload = pyjwt.decode(tokens_for(app, user_id)["access_token"], options={"verify_signature": False})
     now = int(time.time())
@@ -67,8 +67,8 @@ def test_s2_a_remembered_token_still_expires(app, client):
     assert r.status_code == 401 and r.json["error"] == "token_expired", r.json
 
 
-def test_s2_a_token_remembered_by_one_app_is_checked_by_another(app, client):
-    """The memory of verified tokens is per app: a token good for one app (another secret) is 401 on this one."""
+def test_s2_a_token_of_another_app_is_refused(app, client):
+    """A token good for one app (another secret) is 401 on this one."""
     from gemini_backend import create_app
     other = create_app({"APP_ENV": "test", "JWT_SECRET_KEY": "another-secret-" + "x" * 40})
     user_id = create_user(app)

@@ -28,8 +28,7 @@ with app.app_context():
     cache.set("tls-probe", "ok"); assert cache.get("tls-probe") == "ok"
     from gemini_backend.tasks import purge_expired
     purge_expired(); assert huey.pending_count() == 1
-    with streams.AttemptStream(7, 1) as stream:
-        stream.delta("hello")
+    streams.AttemptStream(7, 1).delta("hello")
     assert get_redis().xlen(streams.stream_key(7)) == 1
 print("TLS-OK")
 """

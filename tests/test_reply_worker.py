@@ -27,9 +27,11 @@ def _add(room_id: int, role: str, content: str, status: str, reply_to: int | Non
 
 
 def test_worker_app_leaves_out_the_web_side(app):
-    """The app the consumer runs in loads the reply path without the web's routes, schemas, billing or migrations."""
-    code = ("import sys; from gemini_backend.tasks import create_worker_app; create_worker_app(); "
-            "import gemini_backend.services.replies; "
+    """The app the consumer runs in loads the reply path without the web's routes, schemas, billing or migrations,
+    on gevent's patched sockets (patched before anything else was loaded)."""
+    code = ("import sys; import gemini_backend.worker; "
+            "from gevent import monkey; assert monkey.is_module_patched('socket'); "
+            "assert gemini_backend.worker.app.config['WORKER_TYPE'] == 'greenlet'; "
             "print(' '.join(sorted(name for name in sys.modules if name.split('.')[0] in "
             "('stripe', 'alembic', 'apispec', 'gemini_backend'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True,
@@ -42,9 +44,11 @@ def test_worker_app_leaves_out_the_web_side(app):
 
 
 def test_flask_worker_becomes_the_lean_consumer_in_place(worker):
-    """`flask worker` replaces itself (same pid, so signals and supervisors still reach it) with run_consumer."""
+    """`flask worker` replaces itself (same pid, so signals and supervisors still reach it) with Huey's consumer on
+    the worker entry module."""
     def consumer_runs() -> bool:
-        return b"run_consumer" in Path(f"/proc/{worker.pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
+        return b"huey.bin.huey_consumer" in argv and b"gemini_backend.worker.huey" in argv
     wait_for(consumer_runs, timeout=30, what="`flask worker` to become the consumer", proc=worker)
 
 
@@ -83,11 +87,11 @@ def test_attempt_stream_writes_in_order_and_announces_each_entry(app):
         waiter = redis.pubsub()
         waiter.subscribe(streams.channel(41))
         assert waiter.get_message(timeout=2)["type"] == "subscribe"
-        with streams.AttemptStream(41, attempt=2) as stream:
-            stream.reset()
-            stream.delta("Hel")
-            stream.delta("lo")
-            stream.end("complete")
+        stream = streams.AttemptStream(41, attempt=2)
+        stream.reset()
+        stream.delta("Hel")
+        stream.delta("lo")
+        streams.publish_end(41, "complete")
         stored = redis.xrange(streams.stream_key(41))
         ttl = redis.ttl(streams.stream_key(41))
         announced = [json.loads(waiter.get_message(timeout=2)["data"]) for _ in stored]
@@ -109,10 +113,10 @@ def test_a_waiter_that_missed_an_announcement_reads_the_gap_from_the_stream(app)
     from gemini_backend.services import streams
     with app.app_context():
         with streams.watch(43) as watch:
-            with streams.AttemptStream(43, attempt=1) as stream:
-                stream.delta("a")
-                stream.delta("b")
-                stream.delta("c")
+            stream = streams.AttemptStream(43, attempt=1)
+            stream.delta("a")
+            stream.delta("b")
+            stream.delta("c")
             first = streams.next_entries(watch, 43, "0-0", timeout=2)
             assert [fields["text"] for _, fields in first] == ["a"]
             watch.get(timeout=2)  # the announcement of "b" is lost

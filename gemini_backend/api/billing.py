@@ -44,7 +44,7 @@ class SubscriptionStatus(MethodView):
              "Alias: GET /subscribe/status.")
     def get(self):
         """The user's tier and Stripe subscription."""
-        return billing.subscription_status(current_account())
+        return current_account()
 
 
 @blp.route("/subscribe/portal")

@@ -7,7 +7,6 @@ from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity, jwt_required
 
-from gemini_backend.caching import prefetch
 from gemini_backend.errors import AppError, document_errors
 from gemini_backend.http import Blueprint, json_response
 from gemini_backend.schemas.billing import RATE_LIMIT_HEADERS
@@ -42,7 +41,6 @@ def _idempotency_key() -> str | None:
 
 @blp.route("")
 class ChatroomList(MethodView):
-    @prefetch(chat.chatroom_list_keys)  # the token check's cache read brings the list along
     @jwt_required()
     @blp.response(200, ChatroomListSchema, headers={"X-Cache": {"schema": {"type": "string"}}})
     @document_errors(blp, 401)

@@ -116,8 +116,7 @@ class UserSchema(ma.Schema):
                                     metadata={"type": "object", "description": "Subscription"})
 
     def dump_subscription(self, user) -> dict:
-        from gemini_backend.services.subscriptions import describe_subscription
-        return SubscriptionSchema().dump(describe_subscription(user))
+        return SubscriptionSchema().dump(user)
 
 
 class TokensSchema(ma.Schema):

@@ -5,11 +5,15 @@ import marshmallow as ma
 
 
 class SubscriptionSchema(ma.Schema):
+    """Dumps a User: its tier and its Stripe subscription (status "none" when it never had one)."""
+
     tier = ma.fields.String(required=True, metadata={"enum": ["basic", "pro"]})
-    status = ma.fields.String(required=True, metadata={
+    status = ma.fields.String(required=True, attribute="subscription.status", dump_default="none", metadata={
         "description": "none, active, trialing, past_due, unpaid, canceled, incomplete, incomplete_expired, paused"})
-    current_period_end = ma.fields.DateTime(allow_none=True)
-    cancel_at_period_end = ma.fields.Boolean(required=True)
+    current_period_end = ma.fields.DateTime(allow_none=True, attribute="subscription.current_period_end",
+                                            dump_default=None)
+    cancel_at_period_end = ma.fields.Boolean(required=True, attribute="subscription.cancel_at_period_end",
+                                             dump_default=False)
 
 
 # On message posts (and GET /user/usage): Basic's daily quota, or Pro's per-minute throttle when there is one.

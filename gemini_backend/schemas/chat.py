@@ -56,14 +56,19 @@ class MessageSchema(ma.Schema):
     completed_at = ma.fields.DateTime(allow_none=True, required=True)
 
 
-class ChatroomDetailSchema(ChatroomSchema):
-    messages = ma.fields.List(ma.fields.Nested(MessageSchema), required=True)
-    has_more = ma.fields.Boolean(required=True)
-
-
 class MessagePageSchema(ma.Schema):
     messages = ma.fields.List(ma.fields.Nested(MessageSchema), required=True)
     has_more = ma.fields.Boolean(required=True)
+
+
+# MessagePageSchema is the first base so that the OpenAPI document lists the room's fields first.
+class ChatroomDetailSchema(MessagePageSchema, ChatroomSchema):
+    """A Chatroom and a page of its messages in one flat object; dumps {"room", "messages", "has_more"}."""
+
+    def get_attribute(self, obj, attr, default):
+        # The room's fields are read off the room, so a new room field is declared on ChatroomSchema alone.
+        source = obj if attr in MessagePageSchema._declared_fields else obj["room"]
+        return super().get_attribute(source, attr, default)
 
 
 class MessageCreateSchema(AliasedSchema):

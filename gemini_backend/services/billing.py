@@ -24,7 +24,6 @@ from gemini_backend.caching import drop_user_state
 from gemini_backend.errors import AppError, Conflict, ServiceUnavailable
 from gemini_backend.extensions import db
 from gemini_backend.models import StripeEvent, Subscription, User
-from gemini_backend.services.subscriptions import describe_subscription
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +157,6 @@ def open_portal(user: User) -> dict[str, str]:
     with stripe_errors():
         portal = client.v1.billing_portal.sessions.create(params=params)
     return {"url": portal.url}
-
-
-def subscription_status(user: User) -> dict[str, Any]:
-    """The Subscription object: tier, Stripe status ("none" without one), period end, cancel flag."""
-    return describe_subscription(user)
 
 
 # --------------------------------------------------------------------------- webhooks

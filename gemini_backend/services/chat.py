@@ -9,7 +9,7 @@ from typing import Any, Callable
 from flask import current_app
 from sqlalchemy import delete, select
 
-from gemini_backend.caching import chatroom_list_version_key, drop_chatroom_list, new_version, read_many, version_ttl
+from gemini_backend.caching import chatroom_list_version_key, drop_chatroom_list, new_version, version_ttl
 from gemini_backend.errors import NotFound
 from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
@@ -32,11 +32,6 @@ def chatroom_list_key(user_id: int) -> str:
     return f"chatrooms:user:{user_id}:list:{chatroom_list_shape()}"
 
 
-def chatroom_list_keys(user_id: int) -> list[str]:
-    """The keys a chatroom list read needs: the list's current version and the cached list."""
-    return [chatroom_list_version_key(user_id), chatroom_list_key(user_id)]
-
-
 def cached_chatroom_list(user_id: int, render: Callable[[], bytes]) -> tuple[bytes, bool]:
     """The user's encoded list body from the cache, or render() it and store it; (body, hit).
 
@@ -47,7 +42,7 @@ def cached_chatroom_list(user_id: int, render: Callable[[], bytes]) -> tuple[byt
         return render(), False
     version_key = chatroom_list_version_key(user_id)
     try:
-        version, cached = read_many(user_id, *chatroom_list_keys(user_id))
+        version, cached = cache.get_many(version_key, chatroom_list_key(user_id))  # one round trip
         if version is None:
             cache.add(version_key, new_version(), timeout=version_ttl())
             version = cache.get(version_key)
@@ -92,11 +87,11 @@ def get_room(user_id: int, room_id: int) -> Chatroom:
 
 
 def room_with_messages(user_id: int, room_id: int, limit: int) -> dict[str, Any]:
-    """The room plus its newest `limit` messages (oldest first) and whether older ones exist."""
+    """The room, its newest `limit` messages (oldest first) and whether older ones exist, as ChatroomDetailSchema
+    dumps them: {room, messages, has_more}."""
     room = get_room(user_id, room_id)
     messages, has_more = page_messages(room.id, before=None, after=None, limit=limit)
-    fields = ("id", "name", "created_at", "updated_at", "last_message_at", "message_count")
-    return {**{name: getattr(room, name) for name in fields}, "messages": messages, "has_more": has_more}
+    return {"room": room, "messages": messages, "has_more": has_more}
 
 
 def page_messages(room_id: int, before: int | None, after: int | None, limit: int) -> tuple[list[Message], bool]:

@@ -52,13 +52,8 @@ class QuotaTicket:
     @property
     def usage(self) -> dict[str, Any]:
         """The Usage object right after this reservation (no storage round trip)."""
-        remaining = None if self.daily_limit is None else max(0, self.daily_limit - self.used)
-        result: dict[str, Any] = {"tier": self.tier, "daily_limit": self.daily_limit, "used_today": self.used,
-                                  "remaining": remaining, "resets_at": _next_midnight_of(self.day)}
-        if self.throttle_limit is not None:
-            result["throttle"] = {"limit": self.throttle_limit, "remaining": self.throttle_remaining,
-                                  "reset": self.throttle_reset}
-        return result
+        return _usage_object(self.tier, self.day, self.used, self.daily_limit,
+                             self.throttle_limit, self.throttle_remaining, self.throttle_reset)
 
 
 def utc_now() -> datetime:
@@ -74,6 +69,18 @@ def day_of(at: datetime) -> str:
 def _next_midnight_of(day: str) -> datetime:
     # fromisoformat, not strptime: this runs on every message post and strptime is slow.
     return datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(days=1)
+
+
+def _usage_object(tier: str, day: str, used: int, daily_limit: int | None, throttle_limit: int | None = None,
+                  throttle_remaining: int | None = None, throttle_reset: int | None = None) -> dict[str, Any]:
+    """The Usage object, plus Pro's `throttle` {limit, remaining, reset epoch} when on (for the X-RateLimit-*
+    headers; UsageSchema leaves it out of the body)."""
+    remaining = None if daily_limit is None else max(0, daily_limit - used)
+    result: dict[str, Any] = {"tier": tier, "daily_limit": daily_limit, "used_today": used, "remaining": remaining,
+                              "resets_at": _next_midnight_of(day)}
+    if throttle_limit is not None:
+        result["throttle"] = {"limit": throttle_limit, "remaining": throttle_remaining, "reset": throttle_reset}
+    return result
 
 
 def _daily_key(user_id: int, day: str) -> str:
@@ -176,18 +183,14 @@ def usage(user_id: int, tier: str, at: datetime | None = None) -> dict[str, Any]
     now = at or utc_now()
     day = day_of(now)
     used = limiter.storage.get(_daily_key(user_id, day))
-    if tier == "pro":
-        result: dict[str, Any] = {"tier": "pro", "daily_limit": None, "used_today": used, "remaining": None,
-                                  "resets_at": _next_midnight_of(day)}
-        limit = int(current_app.config.get("PRO_MINUTE_LIMIT") or 0)
-        if limit > 0:
-            minute = int(now.timestamp() // 60)
-            count = limiter.storage.get(_minute_key(user_id, minute))
-            result["throttle"] = {"limit": limit, "remaining": max(0, limit - count), "reset": (minute + 1) * 60}
-        return result
-    limit = int(current_app.config["BASIC_DAILY_LIMIT"])
-    return {"tier": "basic", "daily_limit": limit, "used_today": used, "remaining": max(0, limit - used),
-            "resets_at": _next_midnight_of(day)}
+    if tier != "pro":
+        return _usage_object("basic", day, used, int(current_app.config["BASIC_DAILY_LIMIT"]))
+    limit = int(current_app.config.get("PRO_MINUTE_LIMIT") or 0)
+    if limit <= 0:
+        return _usage_object("pro", day, used, None)
+    minute = int(now.timestamp() // 60)
+    count = limiter.storage.get(_minute_key(user_id, minute))
+    return _usage_object("pro", day, used, None, limit, max(0, limit - count), (minute + 1) * 60)
 
 
 def rate_limit_headers(usage: Mapping[str, Any]) -> dict[str, str]:

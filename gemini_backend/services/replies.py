@@ -4,9 +4,9 @@ Guarantees: a reply is worked on only under a lease taken by a conditional UPDAT
 both answer it; it is written only by the lease holder, only while pending, so it ends exactly once; a
 crashed attempt's lease expires and the sweeper hands the reply to another consumer.
 
-Cost: a reply takes two short transactions (lease + history, then the outcome; on PostgreSQL one statement
-each), none open during the Gemini call. The statements are Core SQL on the tables, built once: building,
-cache-keying and ORM-processing them per call used to cost more CPU than running them.
+Cost: a reply takes two short transactions (lease + history, then the outcome), none open during the Gemini
+call. The statements are Core SQL on the tables, built once: building, cache-keying and ORM-processing them per
+call used to cost more CPU than running them.
 """
 from __future__ import annotations
 
@@ -21,17 +21,16 @@ from typing import Any, Sequence
 
 from flask import current_app
 from huey.exceptions import RetryTask
-from huey.storage import RedisStorage
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gemini_backend import metrics
 from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, Turn, Usage, get_client
-from gemini_backend.caching import drop_chatroom_list, drop_chatroom_list_command
-from gemini_backend.extensions import cache, db, get_redis
+from gemini_backend.caching import drop_chatroom_list
+from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
 from gemini_backend.services import quota, streams
-from gemini_backend.taskqueue import app_task, huey
+from gemini_backend.taskqueue import app_task
 
 log = logging.getLogger(__name__)
 HISTORY_ROWS = 400  # newest rows read for context; the token budget trims further
@@ -52,20 +51,6 @@ _HISTORY = (
     .where(messages.c.chatroom_id == bindparam("room_id"), messages.c.id <= bindparam("user_message_id"))
     .order_by(messages.c.id.desc()).limit(HISTORY_ROWS)
 )
-# PostgreSQL: the lease and the history in one statement. The history lies below the reply row, so it reads
-# the same rows before and after the lease is taken.
-_claimed = _TAKE_LEASE.cte("claimed")
-_recent = (
-    select(*_HISTORY_COLUMNS)
-    .where(messages.c.chatroom_id == _claimed.c.chatroom_id, messages.c.id <= _claimed.c.reply_to)
-    .order_by(messages.c.id.desc()).limit(HISTORY_ROWS).lateral("recent")
-)
-_TAKE_LEASE_WITH_HISTORY = (
-    select(_claimed.c.attempts, _claimed.c.reply_to.label("user_message_id"), _claimed.c.chatroom_id,
-           _recent.c.id, _recent.c.role, _recent.c.content, _recent.c.status, _recent.c.reply_to)
-    .select_from(_claimed.outerjoin(_recent, true()))
-    .order_by(_recent.c.id.desc())
-)
 _WRITE_OUTCOME = (
     update(messages)
     .where(messages.c.id == bindparam("reply_id"), messages.c.lease_token == bindparam("token"),
@@ -73,18 +58,9 @@ _WRITE_OUTCOME = (
     .values(status=bindparam("new_status"), content=bindparam("new_content"), error=bindparam("new_error"),
             completed_at=bindparam("now"), lease_token=None, lease_expires_at=None)
 )
-# updated_at is written here because the column's Python-side onupdate is not applied to an UPDATE that follows a
-# data-modifying CTE.
-_ROOM_TOUCHED = {"last_message_at": bindparam("now"), "last_activity_at": bindparam("now"),
-                 "updated_at": bindparam("now")}
 _TOUCH_ROOM = (
-    update(chatrooms).where(chatrooms.c.id == bindparam("room_id")).values(_ROOM_TOUCHED)
-    .returning(chatrooms.c.user_id)
-)
-# PostgreSQL: outcome and room in one statement; the room is touched only if the reply row was written.
-_written = _WRITE_OUTCOME.returning(messages.c.chatroom_id).cte("written")
-_WRITE_OUTCOME_AND_TOUCH_ROOM = (
-    update(chatrooms).where(chatrooms.c.id == _written.c.chatroom_id).values(_ROOM_TOUCHED)
+    update(chatrooms).where(chatrooms.c.id == bindparam("room_id"))
+    .values(last_message_at=bindparam("now"), last_activity_at=bindparam("now"), updated_at=bindparam("now"))
     .returning(chatrooms.c.user_id)
 )
 
@@ -121,17 +97,8 @@ def claim_reply(reply_id: int) -> Claim | None:
         return _take_lease(conn, reply_id)
 
 
-def _autocommit() -> Connection:
-    """A PostgreSQL connection for a transaction of one statement: it commits as it runs, so no COMMIT round trip
-    follows."""
-    return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-
 def claim_with_history(reply_id: int) -> tuple[Claim, list[Turn]] | None:
     """Take the lease and read the history in one transaction; None when the reply is not ours to answer."""
-    if db.engine.dialect.name == "postgresql":  # one statement, one round trip
-        with _autocommit() as conn:
-            return _take_lease_with_history(conn, reply_id)
     with db.engine.begin() as conn:
         claim = _take_lease(conn, reply_id)
         if claim is None:
@@ -154,17 +121,6 @@ def _take_lease(conn: Connection, reply_id: int) -> Claim | None:
     return None if row is None else Claim(reply_id, params["token"], row.attempts, row.reply_to, row.chatroom_id)
 
 
-def _take_lease_with_history(conn: Connection, reply_id: int) -> tuple[Claim, list[Turn]] | None:
-    """_TAKE_LEASE_WITH_HISTORY: one row per history row, each carrying the claim."""
-    params = _lease_params(reply_id)
-    rows = conn.execute(_TAKE_LEASE_WITH_HISTORY, params).all()
-    if not rows:
-        return None
-    first = rows[0]
-    claim = Claim(reply_id, params["token"], first.attempts, first.user_message_id, first.chatroom_id)
-    return claim, _turns([row for row in rows if row.id is not None], claim)
-
-
 def _turns(rows: Sequence[Any], claim: Claim) -> list[Turn]:
     """The history rows (newest first) as turns up to the user message, oldest first, leaving out
     failed/blocked/unanswered exchanges."""
@@ -184,45 +140,12 @@ def generate_reply(reply_id: int) -> str:
         raise RetryTask(delay=exc.delay) from None
 
 
-def enqueue_reply(reply_id: int, along: tuple[Any, ...] | None = None) -> None:
-    """Queue generate_reply; a failure is logged, not raised: the sweeper picks the reply up later.
-
-    `along`: one more Redis command for REDIS_URL (a cache drop), sent in the same round trip as the task when
-    the queue lives on that Redis too.
-    """
-    if along is not None and not _queue_shares_redis():
-        _run_alone(along)
-        along = None
+def enqueue_reply(reply_id: int) -> None:
+    """Queue generate_reply; a failure is logged, not raised: the sweeper picks the reply up later."""
     try:
-        if along is None:
-            generate_reply(reply_id)
-            return
-        # Huey's own enqueue, written out to share a pipeline: RedisStorage.enqueue is an LPUSH of the task.
-        data = huey.serialize_task(generate_reply.s(reply_id))
-        pipe = huey.storage.conn.pipeline(transaction=False)
-        pipe.execute_command(*along)
-        pipe.lpush(huey.storage.queue_key, data)
-        along_outcome, queued = pipe.execute(raise_on_error=False)
-        if isinstance(along_outcome, Exception):
-            log.warning("redis command %s failed: %s", along[0], along_outcome)
-        if isinstance(queued, Exception):
-            raise queued
+        generate_reply(reply_id)
     except Exception as exc:
         log.warning("could not enqueue reply %s (the sweeper will): %s", reply_id, exc)
-
-
-def _queue_shares_redis() -> bool:
-    """The queue is Huey's plain Redis storage on REDIS_URL (the default), so one connection reaches both."""
-    cfg = current_app.config
-    return type(huey.storage) is RedisStorage and bool(cfg["REDIS_URL"]) and cfg["QUEUE_URL"] == cfg["REDIS_URL"]
-
-
-def _run_alone(command: tuple[Any, ...]) -> None:
-    """Send one Redis command on its own; a failure is logged (a cache write that fails only ages out)."""
-    try:
-        get_redis().execute_command(*command)
-    except Exception as exc:
-        log.warning("redis command %s failed: %s", command[0], exc)
 
 
 def answer_reply(reply_id: int) -> str:
@@ -231,8 +154,7 @@ def answer_reply(reply_id: int) -> str:
     if claimed is None:
         return "skipped"
     claim, history = claimed
-    with streams.AttemptStream(reply_id, claim.attempt) as stream:
-        return _attempt(claim, history, stream)
+    return _attempt(claim, history, streams.AttemptStream(reply_id, claim.attempt))
 
 
 def _attempt(claim: Claim, history: list[Turn], stream: streams.AttemptStream) -> str:
@@ -242,7 +164,7 @@ def _attempt(claim: Claim, history: list[Turn], stream: streams.AttemptStream) -
     try:
         text = _answer(claim, settings, history, stream)
     except AiBlocked as exc:
-        return finish(claim, "blocked", error={"code": exc.code, "message": exc.message}, stream=stream)
+        return finish(claim, "blocked", error={"code": exc.code, "message": exc.message}, timed=True)
     except AiError as exc:
         max_attempts = current_app.config["REPLY_MAX_ATTEMPTS"]
         if exc.transient and claim.attempt < max_attempts:
@@ -252,9 +174,9 @@ def _attempt(claim: Claim, history: list[Turn], stream: streams.AttemptStream) -
             raise RetryLater(delay) from exc
         if exc.transient:
             message = f"Gemini kept failing after {claim.attempt} attempts ({exc.message})"
-            return finish(claim, "failed", error={"code": exc.code, "message": message}, stream=stream)
-        return finish(claim, "failed", error={"code": exc.code, "message": exc.message}, stream=stream)
-    return finish(claim, "complete", content=text, stream=stream)
+            return finish(claim, "failed", error={"code": exc.code, "message": message}, timed=True)
+        return finish(claim, "failed", error={"code": exc.code, "message": exc.message}, timed=True)
+    return finish(claim, "complete", content=text, timed=True)
 
 
 def _answer(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream) -> str:
@@ -339,32 +261,24 @@ def release_for_retry(claim: Claim, delay: float) -> None:
 
 
 def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] | None = None,
-           stream: streams.AttemptStream | None = None) -> str:
-    """Store the outcome if this attempt still holds the lease; give the quota unit back on failure."""
+           timed: bool = False) -> str:
+    """Store the outcome if this attempt still holds the lease; give the quota unit back on failure.
+
+    timed: the attempt's duration counts in the metrics (not for the sweeper, which claims a reply only to fail
+    it)."""
     refund_day = None
-    if status == "complete" and db.engine.dialect.name == "postgresql":  # one statement, one round trip
-        with _autocommit() as conn:
-            owner = _store_outcome(conn, claim, status, content, error)
-    else:
-        with db.engine.begin() as conn:
-            owner = _store_outcome(conn, claim, status, content, error)
-            if owner is not None and status in ("failed", "blocked"):
-                refund_day = _take_back_quota_day(conn, claim.user_message_id)
+    with db.engine.begin() as conn:
+        owner = _store_outcome(conn, claim, status, content, error)
+        if owner is not None and status in ("failed", "blocked"):
+            refund_day = _take_back_quota_day(conn, claim.user_message_id)
     if owner is None:
         log.warning("reply %s: lease lost before finishing; another attempt owns it", claim.reply_id)
         return "skipped"
-    # The sweeper's claims (no stream) are made just to fail the reply: their duration would mean nothing.
-    metrics.reply_finished(status, claim.claimed_at if stream is not None else None)
+    metrics.reply_finished(status, claim.claimed_at if timed else None)
     if refund_day:
         quota.refund(owner, refund_day)
-    # The list drop rides with the stream's end when the cache is on Redis (as the streams are): one round trip.
-    drop = drop_chatroom_list_command(owner)
-    if drop is None:
-        drop_chatroom_list(owner)
-    if stream is not None:
-        stream.end(status, also=drop)
-    else:
-        streams.publish_end(claim.reply_id, status, also=drop)
+    drop_chatroom_list(owner)  # before the stream's end, so a waiter woken by it reads the new list
+    streams.publish_end(claim.reply_id, status)
     log.info("reply %s %s after %s attempt(s)", claim.reply_id, status, claim.attempt)
     return status
 
@@ -374,8 +288,6 @@ def _store_outcome(conn: Connection, claim: Claim, status: str, content: str,
     """Write the outcome and touch the room, only under this attempt's lease; the room owner's id, or None."""
     params = {"reply_id": claim.reply_id, "token": claim.token, "new_status": status, "new_content": content,
               "new_error": error, "now": utcnow(), "room_id": claim.room_id}
-    if conn.dialect.name == "postgresql":
-        return conn.scalar(_WRITE_OUTCOME_AND_TOUCH_ROOM, params)
     if conn.execute(_WRITE_OUTCOME, params).rowcount != 1:
         return None
     return conn.scalar(_TOUCH_ROOM, params)

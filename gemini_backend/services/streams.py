@@ -78,20 +78,26 @@ def next_entries(watch: Watch, reply_id: int, cursor: str, timeout: float) -> li
     if message is None:
         return None
     if message != RESYNC:
-        previous, entry_id, *flat = json.loads(message)
+        previous, entry = _announced(message)
         if previous == cursor:
-            return [(entry_id, dict(zip(flat[::2], flat[1::2])))]
-        if id_order(entry_id) <= id_order(cursor):
+            return [entry]
+        if id_order(entry[0]) <= id_order(cursor):
             return []  # already read from the stream
     return entries_after(reply_id, cursor)
+
+
+def _announced(message: str) -> tuple[str, Entry]:
+    """An announcement as (the id of the entry before it, the entry)."""
+    previous, entry_id, *flat = json.loads(message)
+    return previous, (entry_id, dict(zip(flat[::2], flat[1::2])))
 
 
 def may_announce_end(message: Any) -> bool:
     """Whether a watch's message may mean the reply ended: its end entry, or a RESYNC after a reconnect."""
     if message == RESYNC:
         return True
-    _previous, _entry_id, *flat = json.loads(message)
-    return dict(zip(flat[::2], flat[1::2])).get("type") == "end"
+    _previous, (_entry_id, fields) = _announced(message)
+    return fields.get("type") == "end"
 
 
 def entries_after(reply_id: int, cursor: str) -> list[Entry]:
@@ -109,12 +115,8 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _append(reply_id: int, fields: dict[str, str], expire: int, also: tuple[Any, ...] | None = None) -> None:
-    """Append and announce one entry; `also`: one more command for the same Redis (a cache drop), sent first
-    so a waiter woken by the entry finds it done."""
-    client = get_redis()
-    if also is not None:
-        client.execute_command(*also)
+def _append(reply_id: int, fields: dict[str, str], expire: int) -> None:
+    """Append and announce one entry."""
     flat = [part for item in fields.items() for part in item]
     _append_script()(keys=[stream_key(reply_id)], args=[MAX_ENTRIES, expire, channel(reply_id), *flat])
 
@@ -142,12 +144,6 @@ class AttemptStream:
         self._enabled = enabled()
         self._broken = False
 
-    def __enter__(self) -> AttemptStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
     def reset(self) -> None:
         """The attempt begins: clients drop any text of an earlier attempt."""
         self._send({"type": "reset", "attempt": str(self.attempt)})
@@ -155,11 +151,6 @@ class AttemptStream:
     def delta(self, text: str) -> None:
         """One chunk of the attempt's text."""
         self._send({"type": "delta", "attempt": str(self.attempt), "text": text})
-
-    def end(self, status: str, also: tuple[Any, ...] | None = None) -> None:
-        """The reply is stored with its final status: end the stream (kept a few minutes), wake its waiters;
-        `also`: one more Redis command to send with it (a cache drop). Sent even after a broken delta."""
-        publish_end(self.reply_id, status, also)
 
     def _send(self, fields: dict[str, str]) -> None:
         if not self._enabled or self._broken:
@@ -171,13 +162,13 @@ class AttemptStream:
             self._broken = True
 
 
-def publish_end(reply_id: int, status: str, also: tuple[Any, ...] | None = None) -> None:
+def publish_end(reply_id: int, status: str) -> None:
     """The reply is stored with its final status: end the stream (it expires a few minutes later) and wake
-    everyone waiting on the reply; `also`: one more command to send with it."""
+    everyone waiting on the reply (even after an attempt's broken delta)."""
     if not enabled():
         return
     try:
-        _append(reply_id, _end_fields(status), KEEP_AFTER_END_SECONDS, also)
+        _append(reply_id, _end_fields(status), KEEP_AFTER_END_SECONDS)
     except Exception as exc:
         log.warning("stream publish for reply %s failed: %s", reply_id, exc)
 

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
-from gemini_backend.caching import drop_user_state, read_many, user_state_key
+from gemini_backend.caching import drop_user_state, user_state_key
 from gemini_backend.errors import Unauthorized
 from gemini_backend.extensions import cache, db, jwt
 from gemini_backend.models import RevokedToken, User, utcnow
@@ -97,7 +97,7 @@ def user_state(user_id: int) -> dict[str, Any] | None:
         return memo[user_id]
     key = user_state_key(user_id)
     try:
-        state, = read_many(user_id, key)
+        state = cache.get(key)
     except Exception:  # Redis down: the database is the source of truth
         state = None
     if state is not None:
