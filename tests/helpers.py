@@ -66,11 +66,17 @@ def output_of(proc: subprocess.Popen) -> str:
     return log.read().decode(errors="replace")
 
 
-def start_worker(threads: int = 2, **env: str) -> subprocess.Popen:
-    """Start a real Huey consumer (`flask worker`) in its own process group and wait until it consumes."""
+def start_worker(threads: int = 2, wait: bool = True, **env: str) -> subprocess.Popen:
+    """Start a real Huey consumer (`flask worker`) in its own process group; wait: until it consumes."""
     proc = _spawn([str(BIN / "flask"), "worker", "-w", str(threads)], child_env(**env))
-    wait_for(lambda: "Huey consumer started" in output_of(proc), timeout=60, what="the consumer to start", proc=proc)
+    if wait:
+        wait_until_consuming(proc)
     return proc
+
+
+def wait_until_consuming(proc: subprocess.Popen) -> None:
+    """Wait until a consumer started by start_worker takes tasks."""
+    wait_for(lambda: "Huey consumer started" in output_of(proc), timeout=60, what="the consumer to start", proc=proc)
 
 
 def start_web(port: int, workers: int = 1, threads: int = 8, **env: str) -> subprocess.Popen:

@@ -159,7 +159,8 @@ def test_r10_a_web_host_and_a_consumer_die_under_load(app, fleet, fake_gemini):
         for i in range(CONVERSATIONS):
             converse(i)
         # The consumers start once every reader is connected: 20 replies stream at once, 10 wait in the queue.
-        consumer_1 = fleet.add(start_worker(threads=10, **env, GEMINI_BASE_URL=gemini_1.base_url), "consumer 1")
+        consumer_1 = fleet.add(start_worker(threads=10, wait=False, **env, GEMINI_BASE_URL=gemini_1.base_url),
+                               "consumer 1")
         consumer_2 = fleet.worker(threads=10, **env, GEMINI_BASE_URL=gemini_2.base_url)
         wait_for(lambda: len(gemini_1.requests) >= 3 and len(gemini_2.requests) >= 3
                  and sum(1 for r in readers if r.deltas() >= 2) >= 8, timeout=30,

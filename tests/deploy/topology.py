@@ -25,7 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.conftest import BACKEND
-from tests.helpers import BIN, ROOT, _spawn, child_env, free_port, output_of, start_worker, stop, wait_for
+from tests.helpers import (BIN, ROOT, _spawn, child_env, free_port, output_of, start_worker, stop, wait_for,
+                           wait_until_consuming)
 
 SERVICES_ONLY = pytest.mark.skipif(
     BACKEND.name != "services",
@@ -120,8 +121,11 @@ class Fleet:
         return self.workers(1, threads, **env)[0]
 
     def workers(self, count: int, threads: int = 4, **env: str) -> list[subprocess.Popen]:
-        """count consumers, each waited for until it runs."""
-        return [self.add(start_worker(threads=threads, **env), "consumer") for _ in range(count)]
+        """count consumers, started together, each waited for until it runs."""
+        consumers = [self.add(start_worker(threads=threads, wait=False, **env), "consumer") for _ in range(count)]
+        for proc in consumers:
+            wait_until_consuming(proc)
+        return consumers
 
     def kill9(self, proc: subprocess.Popen) -> str:
         """kill -9 the whole process group (gunicorn master and workers; the consumer), as a host that dies."""
