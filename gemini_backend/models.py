@@ -146,6 +146,8 @@ class Message(db.Model):
     lease_token: Mapped[Optional[str]] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # On a reply: the user's rating {rating, comment, updated_at}, or null.
+    feedback: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
     chatroom: Mapped[Chatroom] = relationship(back_populates="messages", lazy="raise")
 

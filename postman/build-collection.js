@@ -73,6 +73,11 @@ const Message = object({
     reply_to: { anyOf: [id, { type: 'null' }] },
     created_at: ts,
     completed_at: tsOrNull,
+    feedback: { anyOf: [{ type: 'null' }, object({
+        rating: { enum: ['up', 'down', null] },
+        comment: { anyOf: [{ type: 'string' }, { type: 'null' }] },
+        updated_at: ts,
+    })] },
 });
 const messagePage = { messages: { type: 'array', items: Message }, has_more: { type: 'boolean' } };
 
@@ -685,6 +690,24 @@ ${schemaTest('Message', 'retried reply').map((l) => '    ' + l).join('\n')}
 } else {
     pm.test('409 not_retryable', () => pm.expect(pm.response.json().error).to.eql('not_retryable'));
 }
+`),
+  },
+  {
+    name: 'Rate reply',
+    method: 'PUT',
+    path: '/chatroom/{{chatroom_id}}/message/{{reply_id}}/feedback',
+    body: { rating: 'up', comment: 'Exactly what I needed.' },
+    description: '200 with the reply and its `feedback` {rating, comment, updated_at}; `rating` is up, down or '
+      + 'null (null with no comment takes the feedback back). 409 `not_a_reply` on a user message.',
+    test: lines(`
+${statusTest(200).join('\n')}
+${schemaTest('Message', 'rated reply').join('\n')}
+pm.test('the reply carries the rating and the comment', () => {
+    const body = pm.response.json();
+    pm.expect(body.id).to.eql(Number(pm.variables.get('reply_id')));
+    pm.expect(body.feedback.rating).to.eql('up');
+    pm.expect(body.feedback.comment).to.eql('Exactly what I needed.');
+});
 `),
   },
 ]);

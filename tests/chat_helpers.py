@@ -22,6 +22,9 @@ class ChatUser:
     def patch(self, path, **kw):
         return self.client.patch(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
 
+    def put(self, path, **kw):
+        return self.client.put(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
     def delete(self, path, **kw):
         return self.client.delete(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
 

@@ -11,7 +11,8 @@ from gemini_backend.errors import AppError, document_errors
 from gemini_backend.http import Blueprint, json_response
 from gemini_backend.schemas.billing import RATE_LIMIT_HEADERS
 from gemini_backend.schemas.chat import (ChatroomCreateSchema, ChatroomDetailSchema, ChatroomListSchema,
-                                         ChatroomSchema, ChatroomUpdateSchema, MessageCreateSchema, MessagePageSchema,
+                                         ChatroomSchema, ChatroomUpdateSchema, FeedbackUpdateSchema,
+                                         MessageCreateSchema, MessagePageSchema,
                                          MessageSchema, PageQuerySchema, PostedMessageSchema, RoomQuerySchema,
                                          WaitQuerySchema)
 from gemini_backend.services import chat, messages, quota, sse
@@ -155,6 +156,18 @@ class MessageRetry(MethodView):
     def post(self, room_id, message_id):
         """Start a new attempt for a failed or blocked reply (uses no quota)."""
         return messages.retry_reply(_user_id(), room_id, message_id)
+
+
+@blp.route("/<id:room_id>/message/<id:message_id>/feedback")
+class MessageFeedback(MethodView):
+    @jwt_required()
+    @blp.arguments(FeedbackUpdateSchema)
+    @blp.response(200, MessageSchema)
+    @document_errors(blp, 400, 401, 404, 413, 415, 422, notes={409: "not_a_reply: only a reply takes feedback."})
+    @blp.doc(security=BEARER)
+    def put(self, data, room_id, message_id):
+        """Rate a reply up or down, with an optional comment (rating null and no comment: take it back)."""
+        return messages.rate_reply(_user_id(), room_id, message_id, data["rating"], data["comment"])
 
 
 @blp.route("/<id:room_id>/message/<id:message_id>/stream")

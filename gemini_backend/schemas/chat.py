@@ -44,6 +44,24 @@ class MessageErrorSchema(ma.Schema):
     message = ma.fields.String(required=True)
 
 
+RATINGS = ("up", "down")
+MAX_FEEDBACK_COMMENT = 2000
+
+
+class FeedbackSchema(ma.Schema):
+    rating = ma.fields.String(allow_none=True, required=True, metadata={"enum": list(RATINGS)})
+    comment = ma.fields.String(allow_none=True, required=True)
+    # Stored as ISO 8601 text inside the JSON column, in the format of every other timestamp.
+    updated_at = ma.fields.String(required=True, metadata={"format": "date-time"})
+
+
+class FeedbackUpdateSchema(ma.Schema):
+    rating = ma.fields.String(required=True, allow_none=True, validate=ma.validate.OneOf(RATINGS),
+                              metadata={"description": "up, down, or null to take the rating back."})
+    comment = ma.fields.String(load_default=None, allow_none=True,
+                               validate=ma.validate.Length(max=MAX_FEEDBACK_COMMENT))
+
+
 class MessageSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     chatroom_id = ma.fields.Integer(required=True)
@@ -54,6 +72,8 @@ class MessageSchema(ma.Schema):
     reply_to = ma.fields.Integer(allow_none=True, required=True)
     created_at = ma.fields.DateTime(required=True)
     completed_at = ma.fields.DateTime(allow_none=True, required=True)
+    feedback = ma.fields.Nested(FeedbackSchema, allow_none=True, required=True,
+                                metadata={"description": "The user's rating of a reply (null: none)."})
 
 
 class MessagePageSchema(ma.Schema):

@@ -198,6 +198,18 @@ def retry_reply(user_id: int, room_id: int, message_id: int) -> Message:
     return reply
 
 
+def rate_reply(user_id: int, room_id: int, message_id: int, rating: str | None, comment: str | None) -> Message:
+    """Record the user's feedback on a reply (a later call replaces it; no rating and no comment clears it)."""
+    message = get_message(user_id, room_id, message_id)
+    if message.role != "model":
+        raise AppError("Only a reply takes feedback.", status=409, error="not_a_reply")
+    comment = (comment or "").strip() or None
+    message.feedback = None if rating is None and comment is None else {
+        "rating": rating, "comment": comment, "updated_at": utcnow().isoformat()}
+    db.session.commit()
+    return message
+
+
 def wait_until_finished(reply_id: int, timeout: float) -> Message:
     """Wait up to timeout for the reply to leave `pending` (holding no database connection), then reload it."""
     def finished() -> bool:
