@@ -97,15 +97,36 @@ class Usage:
     """Token counts of one streamed answer, as the newest chunk carrying usage_metadata reported them."""
 
     prompt_tokens: int = 0
-    output_tokens: int = 0  # the answer plus the model's thoughts: both are billed as output
+    output_tokens: int = 0  # the answer
+    thinking_tokens: int = 0  # the model's thoughts, billed as output too
+    cached_tokens: int = 0  # the part of the prompt served from Gemini's context cache
+    total_tokens: int = 0
+    reported: bool = False  # whether Gemini reported any usage at all
 
     def record(self, metadata: Any) -> None:
         """Keep the newest counts: Gemini reports running totals, complete on the final chunk."""
         if metadata is None:
             return
+        self.reported = True
         self.prompt_tokens = metadata.prompt_token_count or self.prompt_tokens
-        output = (metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0)
-        self.output_tokens = output or self.output_tokens
+        self.output_tokens = metadata.candidates_token_count or self.output_tokens
+        self.thinking_tokens = metadata.thoughts_token_count or self.thinking_tokens
+        self.cached_tokens = metadata.cached_content_token_count or self.cached_tokens
+        self.total_tokens = metadata.total_token_count or (
+            self.prompt_tokens + self.output_tokens + self.thinking_tokens)
+
+    @property
+    def billed_output_tokens(self) -> int:
+        """The answer and the thoughts: both are billed as output."""
+        return self.output_tokens + self.thinking_tokens
+
+    def as_record(self) -> dict[str, int] | None:
+        """The counts as the reply's `usage` (None when Gemini reported none)."""
+        if not self.reported:
+            return None
+        return {"prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+                "thinking_tokens": self.thinking_tokens, "cached_tokens": self.cached_tokens,
+                "total_tokens": self.total_tokens}
 
 
 class AiError(Exception):

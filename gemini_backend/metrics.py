@@ -98,8 +98,8 @@ def count_tokens(model: str, usage: Usage) -> None:
     """Add one Gemini call's usage to the token counters."""
     if usage.prompt_tokens:
         TOKENS.labels("in", model).inc(usage.prompt_tokens)
-    if usage.output_tokens:
-        TOKENS.labels("out", model).inc(usage.output_tokens)
+    if usage.billed_output_tokens:
+        TOKENS.labels("out", model).inc(usage.billed_output_tokens)
 
 
 def _authorized(header: str | None, token: str | None) -> bool:

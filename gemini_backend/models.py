@@ -146,6 +146,9 @@ class Message(db.Model):
     lease_token: Mapped[Optional[str]] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # On a finished reply: Gemini's token counts {prompt_tokens, output_tokens, thinking_tokens, cached_tokens,
+    # total_tokens}; null while pending, for user messages, and when Gemini was not called or reported none.
+    usage: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     # On a reply: the user's rating {rating, comment, updated_at}, or null.
     feedback: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 

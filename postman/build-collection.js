@@ -73,6 +73,13 @@ const Message = object({
     reply_to: { anyOf: [id, { type: 'null' }] },
     created_at: ts,
     completed_at: tsOrNull,
+    usage: { anyOf: [{ type: 'null' }, object({
+        prompt_tokens: { type: 'integer', minimum: 0 },
+        output_tokens: { type: 'integer', minimum: 0 },
+        thinking_tokens: { type: 'integer', minimum: 0 },
+        cached_tokens: { type: 'integer', minimum: 0 },
+        total_tokens: { type: 'integer', minimum: 0 },
+    })] },
     feedback: { anyOf: [{ type: 'null' }, object({
         rating: { enum: ['up', 'down', null] },
         comment: { anyOf: [{ type: 'string' }, { type: 'null' }] },
@@ -97,6 +104,8 @@ const SCHEMAS = {
         used_today: { type: 'integer', minimum: 0 },
         remaining: { type: ['integer', 'null'] },
         resets_at: ts,
+        tokens_today: { type: 'integer', minimum: 0 },
+        tokens_this_month: { type: 'integer', minimum: 0 },
     }),
     Chatroom: object(chatroom),
     ChatroomList: object({ chatrooms: { type: 'array', items: object(chatroom) } }),
@@ -382,12 +391,17 @@ pm.test('it is the user who signed up', () => {
     name: 'Usage',
     method: 'GET',
     path: '/user/usage',
-    description: "Today's messages against the tier's daily limit (UTC day).",
+    description: "Today's messages against the tier's daily limit (UTC day), and the Gemini tokens your replies "
+      + 'used today and this month.',
     test: lines(`
 ${SAVE.join('\n')}
 ${statusTest(200).join('\n')}
 ${schemaTest('Usage').join('\n')}
 const body = pm.response.json();
+pm.test('no tokens used yet, today or this month', () => {
+    pm.expect(body.tokens_today).to.eql(0);
+    pm.expect(body.tokens_this_month).to.eql(0);
+});
 pm.test('a new basic user has used nothing; remaining = limit - used', () => {
     pm.expect(body.tier).to.eql('basic');
     pm.expect(body.daily_limit).to.be.a('number').and.above(0);

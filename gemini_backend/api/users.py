@@ -8,7 +8,7 @@ from gemini_backend.errors import document_errors
 from gemini_backend.http import Blueprint
 from gemini_backend.schemas.auth import UserSchema
 from gemini_backend.schemas.billing import RATE_LIMIT_HEADERS, UsageSchema
-from gemini_backend.services import quota
+from gemini_backend.services import quota, token_usage
 from gemini_backend.services.tokens import current_account
 
 blp = Blueprint("users", __name__, url_prefix="/user", description="The signed-in user")
@@ -33,7 +33,7 @@ class Usage(MethodView):
     @document_errors(blp, 401)
     @blp.doc(security=BEARER)
     def get(self):
-        """Today's message usage against the tier's daily limit (UTC day)."""
+        """Today's message usage against the tier's daily limit (UTC day), and the Gemini tokens your replies used."""
         user = current_account()
         usage = quota.usage(user.id, user.tier)
-        return usage, 200, quota.rate_limit_headers(usage)
+        return {**usage, **token_usage.token_totals(user.id)}, 200, quota.rate_limit_headers(usage)

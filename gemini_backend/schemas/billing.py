@@ -33,6 +33,10 @@ class UsageSchema(ma.Schema):
     remaining = ma.fields.Integer(required=True, allow_none=True, metadata={
         "description": "Messages left today; null for Pro."})
     resets_at = ma.fields.DateTime(required=True, metadata={"description": "The next 00:00 UTC."})
+    tokens_today = ma.fields.Integer(required=True, metadata={
+        "description": "Gemini tokens of your replies finished since 00:00 UTC."})
+    tokens_this_month = ma.fields.Integer(required=True, metadata={
+        "description": "The same since the first of the month (UTC)."})
 
 
 class CheckoutSchema(ma.Schema):

@@ -62,6 +62,14 @@ class FeedbackUpdateSchema(ma.Schema):
                                validate=ma.validate.Length(max=MAX_FEEDBACK_COMMENT))
 
 
+class TokenUsageSchema(ma.Schema):
+    prompt_tokens = ma.fields.Integer(required=True)
+    output_tokens = ma.fields.Integer(required=True, metadata={"description": "The answer."})
+    thinking_tokens = ma.fields.Integer(required=True, metadata={"description": "The model's thoughts."})
+    cached_tokens = ma.fields.Integer(required=True, metadata={"description": "Prompt tokens served from cache."})
+    total_tokens = ma.fields.Integer(required=True)
+
+
 class MessageSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     chatroom_id = ma.fields.Integer(required=True)
@@ -72,6 +80,9 @@ class MessageSchema(ma.Schema):
     reply_to = ma.fields.Integer(allow_none=True, required=True)
     created_at = ma.fields.DateTime(required=True)
     completed_at = ma.fields.DateTime(allow_none=True, required=True)
+    usage = ma.fields.Nested(TokenUsageSchema, allow_none=True, required=True,
+                             metadata={"description": "Gemini's token counts of a finished reply (null while pending, "
+                                                      "for user messages, or when Gemini was not called)."})
     feedback = ma.fields.Nested(FeedbackSchema, allow_none=True, required=True,
                                 metadata={"description": "The user's rating of a reply (null: none)."})
 

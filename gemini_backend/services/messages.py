@@ -187,8 +187,8 @@ def retry_reply(user_id: int, room_id: int, message_id: int) -> Message:
         raise AppError("Only a failed or blocked reply can be retried.", status=409, error="not_retryable")
     restarted = db.session.execute(update(Message).where(
         Message.id == reply.id, Message.status.in_(("failed", "blocked"))
-    ).values(status="pending", error=None, content="", attempts=0, completed_at=None, lease_token=None,
-             lease_expires_at=None, created_at=reply.created_at)).rowcount
+    ).values(status="pending", error=None, content="", usage=None, feedback=None, attempts=0, completed_at=None,
+             lease_token=None, lease_expires_at=None, created_at=reply.created_at)).rowcount
     db.session.commit()
     if restarted != 1:
         raise AppError("The reply is already being retried.", status=409, error="not_retryable")

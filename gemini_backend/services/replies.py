@@ -56,7 +56,7 @@ _WRITE_OUTCOME = (
     .where(messages.c.id == bindparam("reply_id"), messages.c.lease_token == bindparam("token"),
            messages.c.status == "pending")
     .values(status=bindparam("new_status"), content=bindparam("new_content"), error=bindparam("new_error"),
-            completed_at=bindparam("now"), lease_token=None, lease_expires_at=None)
+            usage=bindparam("new_usage"), completed_at=bindparam("now"), lease_token=None, lease_expires_at=None)
 )
 _TOUCH_ROOM = (
     update(chatrooms).where(chatrooms.c.id == bindparam("room_id"))
@@ -160,11 +160,12 @@ def answer_reply(reply_id: int) -> str:
 def _attempt(claim: Claim, history: list[Turn], stream: streams.AttemptStream) -> str:
     """Ask Gemini and store the outcome, or give the lease back and raise RetryLater."""
     settings = GeminiSettings.from_config(current_app.config)
+    usage = Usage()  # stored with the outcome: failed and blocked calls are billed too
     stream.reset()
     try:
-        text = _answer(claim, settings, history, stream)
+        text = _answer(claim, settings, history, stream, usage)
     except AiBlocked as exc:
-        return finish(claim, "blocked", error={"code": exc.code, "message": exc.message}, timed=True)
+        return finish(claim, "blocked", error={"code": exc.code, "message": exc.message}, usage=usage, timed=True)
     except AiError as exc:
         max_attempts = current_app.config["REPLY_MAX_ATTEMPTS"]
         if exc.transient and claim.attempt < max_attempts:
@@ -174,22 +175,24 @@ def _attempt(claim: Claim, history: list[Turn], stream: streams.AttemptStream) -
             raise RetryLater(delay) from exc
         if exc.transient:
             message = f"Gemini kept failing after {claim.attempt} attempts ({exc.message})"
-            return finish(claim, "failed", error={"code": exc.code, "message": message}, timed=True)
-        return finish(claim, "failed", error={"code": exc.code, "message": exc.message}, timed=True)
-    return finish(claim, "complete", content=text, timed=True)
+            return finish(claim, "failed", error={"code": exc.code, "message": message}, usage=usage, timed=True)
+        return finish(claim, "failed", error={"code": exc.code, "message": exc.message}, usage=usage, timed=True)
+    return finish(claim, "complete", content=text, usage=usage, timed=True)
 
 
-def _answer(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream) -> str:
-    """Gemini's answer, or, with GEMINI_RESPONSE_CACHE_TTL set, the stored answer to an identical request."""
+def _answer(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream,
+            usage: Usage) -> str:
+    """Gemini's answer, or, with GEMINI_RESPONSE_CACHE_TTL set, the stored answer to an identical request (which
+    calls Gemini for nothing, so reports no usage)."""
     ttl = current_app.config["GEMINI_RESPONSE_CACHE_TTL"]
     if ttl <= 0:
-        return _ask_gemini(claim, settings, history, stream)
+        return _ask_gemini(claim, settings, history, stream, usage)
     key = response_cache_key(settings, history)
     cached = _cache_get(key)
     if cached:
         stream.delta(cached)
         return cached
-    text = _ask_gemini(claim, settings, history, stream)
+    text = _ask_gemini(claim, settings, history, stream, usage)
     _cache_set(key, text, ttl)
     return text
 
@@ -216,12 +219,13 @@ def _cache_set(key: str, text: str, ttl: int) -> None:
         log.warning("response cache write failed: %s", exc)
 
 
-def _ask_gemini(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream) -> str:
-    """Stream the answer, publishing chunks and renewing the lease as they arrive; the whole text."""
+def _ask_gemini(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream,
+                usage: Usage) -> str:
+    """Stream the answer, publishing chunks and renewing the lease as they arrive (usage keeps Gemini's token
+    counts); the whole text."""
     parts: list[str] = []
     renew_every = lease_seconds() / 3
     last_renewal = time.monotonic()
-    usage = Usage()
     try:
         for chunk in get_client(settings).stream(history, usage):
             if not parts:
@@ -261,14 +265,14 @@ def release_for_retry(claim: Claim, delay: float) -> None:
 
 
 def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] | None = None,
-           timed: bool = False) -> str:
+           usage: Usage | None = None, timed: bool = False) -> str:
     """Store the outcome if this attempt still holds the lease; give the quota unit back on failure.
 
     timed: the attempt's duration counts in the metrics (not for the sweeper, which claims a reply only to fail
     it)."""
     refund_day = None
     with db.engine.begin() as conn:
-        owner = _store_outcome(conn, claim, status, content, error)
+        owner = _store_outcome(conn, claim, status, content, error, usage.as_record() if usage else None)
         if owner is not None and status in ("failed", "blocked"):
             refund_day = _take_back_quota_day(conn, claim.user_message_id)
     if owner is None:
@@ -283,11 +287,11 @@ def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] |
     return status
 
 
-def _store_outcome(conn: Connection, claim: Claim, status: str, content: str,
-                   error: dict[str, Any] | None) -> int | None:
+def _store_outcome(conn: Connection, claim: Claim, status: str, content: str, error: dict[str, Any] | None,
+                   usage: dict[str, int] | None) -> int | None:
     """Write the outcome and touch the room, only under this attempt's lease; the room owner's id, or None."""
     params = {"reply_id": claim.reply_id, "token": claim.token, "new_status": status, "new_content": content,
-              "new_error": error, "now": utcnow(), "room_id": claim.room_id}
+              "new_error": error, "new_usage": usage, "now": utcnow(), "room_id": claim.room_id}
     if conn.execute(_WRITE_OUTCOME, params).rowcount != 1:
         return None
     return conn.scalar(_TOUCH_ROOM, params)
