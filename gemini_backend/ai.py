@@ -75,13 +75,29 @@ class GeminiSettings:
         budget = config.get("GEMINI_HISTORY_TOKEN_BUDGET")
         return cls(
             api_key=text("GEMINI_API_KEY"),
-            model=text("GEMINI_MODEL") or DEFAULT_MODEL,
+            model=choosable_models(config)[0],
             base_url=text("GEMINI_BASE_URL"),
             timeout=float(timeout) if timeout not in (None, "") else 30.0,
             system_instruction=text("GEMINI_SYSTEM_INSTRUCTION"),
             history_token_budget=int(budget) if budget not in (None, "") else 8000,
             max_connections=int(config.get("WORKER_CONCURRENCY") or 100),
         )
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    """What a chatroom chose for its replies; None: the server's setting (model, system instruction) or the
+    model's own default (temperature, output length)."""
+
+    model: str | None = None
+    system_instruction: str | None = None
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+
+
+def choosable_models(config: Mapping[str, Any]) -> list[str]:
+    """GEMINI_MODELS, the models a room may choose (the first is the default), else GEMINI_MODEL alone."""
+    return list(config.get("GEMINI_MODELS") or [config.get("GEMINI_MODEL") or DEFAULT_MODEL])
 
 
 @dataclass(frozen=True)
@@ -233,14 +249,18 @@ class GeminiClient:
             raise _empty_response()
         return text
 
-    def stream(self, history: Sequence[Turn], usage: Usage | None = None) -> Iterator[str]:
+    def stream(self, history: Sequence[Turn], usage: Usage | None = None,
+               room: RoomSettings | None = None) -> Iterator[str]:
         """Yield Gemini's answer in text chunks as they arrive; raises the same errors as generate, also mid-stream.
 
-        A given usage is kept up to date with the token counts Gemini reports (also for a blocked answer).
+        A given usage is kept up to date with the token counts Gemini reports (also for a blocked answer); room:
+        the chatroom's own model and generation settings over the server's.
         """
+        room = room or RoomSettings()
         sdk, contents = self._prepare(history)
         # A generator: nothing is sent until the first next(), where any error surfaces.
-        chunks = sdk.models.generate_content_stream(model=self.settings.model, contents=contents, config=self._config())
+        chunks = sdk.models.generate_content_stream(model=room.model or self.settings.model, contents=contents,
+                                                    config=self._config(room))
         answered = False
         try:
             while True:
@@ -290,12 +310,15 @@ class GeminiClient:
                 self._sdk_pid = os.getpid()
             return self._sdk
 
-    def _config(self) -> types.GenerateContentConfig:
+    def _config(self, room: RoomSettings | None = None) -> types.GenerateContentConfig:
         """Per-call config (the SDK may copy or adjust it, so it is not shared between threads)."""
         from google.genai import types
 
+        room = room or RoomSettings()
         return types.GenerateContentConfig(
-            system_instruction=self.settings.system_instruction or None,
+            system_instruction=room.system_instruction or self.settings.system_instruction or None,
+            temperature=room.temperature,
+            max_output_tokens=room.max_output_tokens,
             # No tools are passed; disabling AFC skips the SDK's function-calling loop.
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             # Continuation re-sends a broken stream on its own; Huey owns retries.

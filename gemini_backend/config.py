@@ -142,6 +142,8 @@ def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path 
         # Gemini
         "GEMINI_API_KEY": _first(env, "GEMINI_API_KEY", "GOOGLE_API_KEY"),
         "GEMINI_MODEL": env.get("GEMINI_MODEL") or "gemini-2.5-flash",
+        # The models a room may choose, comma-separated; the first is the default (unset: GEMINI_MODEL alone).
+        "GEMINI_MODELS": [m.strip() for m in (env.get("GEMINI_MODELS") or "").split(",") if m.strip()] or None,
         "GEMINI_BASE_URL": env.get("GEMINI_BASE_URL") or None,
         "GEMINI_TIMEOUT": _float(env, "GEMINI_TIMEOUT", 30.0),
         "GEMINI_SYSTEM_INSTRUCTION": env.get("GEMINI_SYSTEM_INSTRUCTION")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -116,6 +116,11 @@ class Chatroom(db.Model):
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # The room's reply settings (ai.RoomSettings); null: the server's setting or the model's default.
+    model: Mapped[Optional[str]] = mapped_column(String(64))
+    system_instruction: Mapped[Optional[str]] = mapped_column(Text)
+    temperature: Mapped[Optional[float]] = mapped_column(Float)
+    max_output_tokens: Mapped[Optional[int]] = mapped_column(Integer)
 
     messages: Mapped[list["Message"]] = relationship(back_populates="chatroom", cascade="all, delete-orphan",
                                                      passive_deletes=True, lazy="raise")

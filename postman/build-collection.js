@@ -62,6 +62,10 @@ const chatroom = {
     updated_at: ts,
     last_message_at: tsOrNull,
     message_count: { type: 'integer', minimum: 0 },
+    model: { type: ['string', 'null'] },
+    system_instruction: { type: ['string', 'null'] },
+    temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+    max_output_tokens: { type: ['integer', 'null'], minimum: 1 },
 };
 const Message = object({
     id,
@@ -416,7 +420,46 @@ save('remaining_before', body.remaining);
   },
 ]);
 
-const chatrooms = folder('Chatrooms', 'Create, list (cached per user, X-Cache), read and rename a chatroom.', [
+const chatrooms = folder('Chatrooms', 'The models a room may choose; create, list (cached per user, X-Cache), '
+  + 'read, rename and tune a chatroom.', [
+  {
+    name: 'Models',
+    method: 'GET',
+    path: '/models',
+    auth: 'none',
+    description: 'The Gemini models a room may choose (GEMINI_MODELS) and the default, used by rooms whose '
+      + '`model` is null. Captures `model`.',
+    test: lines(`
+${SAVE.join('\n')}
+${statusTest(200).join('\n')}
+const body = pm.response.json();
+pm.test('a non-empty list whose first model is the default', () => {
+    pm.expect(body.models).to.be.an('array').that.is.not.empty;
+    pm.expect(body.default).to.eql(body.models[0]);
+});
+save('model', body.default);
+`),
+  },
+  {
+    name: 'Create chatroom with reply settings',
+    method: 'POST',
+    path: '/chatroom',
+    description: 'A room with its own model, system instruction, temperature (0-2) and output length '
+      + '(1-65536); null or absent: the server\'s setting or the model\'s default. 422 for a model not in GET /models.',
+    body: { name: 'Tuned room', model: '{{model}}', system_instruction: 'Answer in one short paragraph.',
+      temperature: 0.4, max_output_tokens: 512 },
+    test: lines(`
+${statusTest(201).join('\n')}
+${schemaTest('Chatroom', 'tuned room').join('\n')}
+pm.test('the room keeps its settings', () => {
+    const body = pm.response.json();
+    pm.expect(body.model).to.eql(pm.variables.get('model'));
+    pm.expect(body.system_instruction).to.eql('Answer in one short paragraph.');
+    pm.expect(body.temperature).to.eql(0.4);
+    pm.expect(body.max_output_tokens).to.eql(512);
+});
+`),
+  },
   {
     name: 'Create chatroom (alias title)',
     method: 'POST',

@@ -21,7 +21,9 @@ def test_create_with_name_title_or_default(alice):
     assert alice.post("/chatroom", json={"title": "B"}).json["name"] == "B"
     r = alice.post("/chatroom")
     assert r.status_code == 201 and r.json["name"] == "New chat"
-    assert set(r.json) == {"id", "name", "created_at", "updated_at", "last_message_at", "message_count"}
+    assert set(r.json) == {"id", "name", "created_at", "updated_at", "last_message_at", "message_count", "model",
+                           "system_instruction", "temperature", "max_output_tokens"}
+    assert [r.json[k] for k in ("model", "system_instruction", "temperature", "max_output_tokens")] == [None] * 4
 
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 101, 5, None])

@@ -69,7 +69,7 @@ def test_claim_with_history_takes_the_lease_once_and_reads_answered_turns(app, a
         again = claim_with_history(reply)
         attempts = db.session.get(Message, reply).attempts
     assert claimed is not None and again is None
-    claim, history = claimed
+    claim, history, _room = claimed
     assert (claim.reply_id, claim.attempt, claim.user_message_id, claim.room_id) == (reply, 1, question, room)
     assert history == [Turn("user", "My name is Ada."), Turn("model", "Hello Ada."), Turn("user", "What is my name?")]
     assert attempts == 1

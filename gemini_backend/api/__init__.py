@@ -8,7 +8,7 @@ from flask import Flask
 from gemini_backend.extensions import api
 
 # Order here is the order of the tags in /docs.
-BLUEPRINT_MODULES = ("auth", "users", "chatrooms", "billing", "webhooks", "health")
+BLUEPRINT_MODULES = ("auth", "users", "chatrooms", "gemini_models", "billing", "webhooks", "health")
 
 
 def register_blueprints(app: Flask) -> None:

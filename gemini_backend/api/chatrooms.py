@@ -58,7 +58,7 @@ class ChatroomList(MethodView):
     @blp.doc(security=BEARER)
     def post(self, data):
         """Create a chatroom."""
-        return chat.create_room(_user_id(), data.get("name", "New chat"))
+        return chat.create_room(_user_id(), **data)
 
 
 @blp.route("/<id:room_id>")
@@ -78,8 +78,8 @@ class ChatroomById(MethodView):
     @document_errors(blp, 400, 401, 404, 413, 415, 422)
     @blp.doc(security=BEARER)
     def patch(self, data, room_id):
-        """Rename a chatroom."""
-        return chat.rename_room(_user_id(), room_id, data["name"])
+        """Rename a chatroom or change its reply settings (model, system instruction, temperature, output length)."""
+        return chat.update_room(_user_id(), room_id, data)
 
     @jwt_required()
     @blp.response(204)

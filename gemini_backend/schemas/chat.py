@@ -14,16 +14,43 @@ def _not_blank(value: str) -> None:
         raise ma.ValidationError("Must contain a non-space character.")
 
 
-class ChatroomCreateSchema(AliasedSchema):
+MAX_SYSTEM_INSTRUCTION = 4000
+
+
+class RoomSettingsInput(ma.Schema):
+    """The reply settings a room may choose (null: the server's setting or the model's default)."""
+
+    model = ma.fields.String(allow_none=True, metadata={"description": "One of GET /models; null: the default."})
+    system_instruction = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=MAX_SYSTEM_INSTRUCTION),
+                                          metadata={"description": "Null: the server's."})
+    temperature = ma.fields.Float(allow_none=True, validate=ma.validate.Range(min=0, max=2))
+    max_output_tokens = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=1, max=65536))
+
+    @ma.validates("model")
+    def _choosable(self, value: str | None, **kwargs) -> None:
+        from flask import current_app
+
+        from gemini_backend.ai import choosable_models
+        models = choosable_models(current_app.config)
+        if value is not None and value not in models:
+            raise ma.ValidationError(f"Must be one of: {', '.join(models)}.")
+
+
+class ChatroomCreateSchema(RoomSettingsInput, AliasedSchema):
     ALIASES = {"title": "name"}
     name = ma.fields.String(load_default="New chat", validate=[ma.validate.Length(min=1, max=100), _not_blank],
                             metadata={"example": "Trip to Lisbon", "description": "Alias: title."})
 
 
-class ChatroomUpdateSchema(AliasedSchema):
+class ChatroomUpdateSchema(RoomSettingsInput, AliasedSchema):
     ALIASES = {"title": "name"}
-    name = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=100), _not_blank],
+    name = ma.fields.String(validate=[ma.validate.Length(min=1, max=100), _not_blank],
                             metadata={"description": "Alias: title."})
+
+    @ma.validates_schema
+    def _something(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Give name or a setting to change.", "name")
 
 
 class ChatroomSchema(ma.Schema):
@@ -33,6 +60,15 @@ class ChatroomSchema(ma.Schema):
     updated_at = ma.fields.DateTime(required=True)
     last_message_at = ma.fields.DateTime(allow_none=True, required=True)
     message_count = ma.fields.Integer(required=True)
+    model = ma.fields.String(allow_none=True, required=True, metadata={"description": "Null: the default model."})
+    system_instruction = ma.fields.String(allow_none=True, required=True)
+    temperature = ma.fields.Float(allow_none=True, required=True)
+    max_output_tokens = ma.fields.Integer(allow_none=True, required=True)
+
+
+class ModelListSchema(ma.Schema):
+    models = ma.fields.List(ma.fields.String(), required=True, metadata={"example": ["gemini-2.5-flash"]})
+    default = ma.fields.String(required=True, metadata={"example": "gemini-2.5-flash"})
 
 
 class ChatroomListSchema(ma.Schema):

@@ -59,10 +59,11 @@ def cached_chatroom_list(user_id: int, render: Callable[[], bytes]) -> tuple[byt
     return body, False
 
 
-def create_room(user_id: int, name: str) -> Chatroom:
-    """A new room for the user."""
+def create_room(user_id: int, name: str, **settings: Any) -> Chatroom:
+    """A new room for the user, with its reply settings (ai.RoomSettings' fields)."""
     now = utcnow()
-    room = Chatroom(user_id=user_id, name=name.strip(), created_at=now, updated_at=now, last_activity_at=now)
+    room = Chatroom(user_id=user_id, name=name.strip(), created_at=now, updated_at=now, last_activity_at=now,
+                    **settings)
     db.session.add(room)
     db.session.commit()
     drop_chatroom_list(user_id)
@@ -106,10 +107,13 @@ def page_messages(room_id: int, before: int | None, after: int | None, limit: in
     return list(reversed(rows[:limit])), len(rows) > limit
 
 
-def rename_room(user_id: int, room_id: int, name: str) -> Chatroom:
-    """Rename the user's room."""
+def update_room(user_id: int, room_id: int, changes: dict[str, Any]) -> Chatroom:
+    """Rename the user's room or change its reply settings (only the fields given)."""
     room = get_room(user_id, room_id)
-    room.name = name.strip()
+    if "name" in changes:
+        changes = {**changes, "name": changes["name"].strip()}
+    for field, value in changes.items():
+        setattr(room, field, value)
     db.session.commit()
     drop_chatroom_list(user_id)
     return room

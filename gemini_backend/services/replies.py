@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gemini_backend import metrics
-from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, Turn, Usage, get_client
+from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, RoomSettings, Turn, Usage, get_client
 from gemini_backend.caching import drop_chatroom_list
 from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
@@ -51,6 +51,8 @@ _HISTORY = (
     .where(messages.c.chatroom_id == bindparam("room_id"), messages.c.id <= bindparam("user_message_id"))
     .order_by(messages.c.id.desc()).limit(HISTORY_ROWS)
 )
+_ROOM_SETTINGS = select(*(chatrooms.c[name] for name in RoomSettings.__dataclass_fields__)).where(
+    chatrooms.c.id == bindparam("room_id"))
 _WRITE_OUTCOME = (
     update(messages)
     .where(messages.c.id == bindparam("reply_id"), messages.c.lease_token == bindparam("token"),
@@ -97,14 +99,16 @@ def claim_reply(reply_id: int) -> Claim | None:
         return _take_lease(conn, reply_id)
 
 
-def claim_with_history(reply_id: int) -> tuple[Claim, list[Turn]] | None:
-    """Take the lease and read the history in one transaction; None when the reply is not ours to answer."""
+def claim_with_history(reply_id: int) -> tuple[Claim, list[Turn], RoomSettings] | None:
+    """Take the lease and read the history and the room's reply settings in one transaction; None when the reply
+    is not ours to answer."""
     with db.engine.begin() as conn:
         claim = _take_lease(conn, reply_id)
         if claim is None:
             return None
         rows = conn.execute(_HISTORY, {"room_id": claim.room_id, "user_message_id": claim.user_message_id}).all()
-        return claim, _turns(rows, claim)
+        room = conn.execute(_ROOM_SETTINGS, {"room_id": claim.room_id}).one()
+        return claim, _turns(rows, claim), RoomSettings(**room._mapping)
 
 
 def _lease_params(reply_id: int) -> dict[str, Any]:
@@ -153,17 +157,17 @@ def answer_reply(reply_id: int) -> str:
     claimed = claim_with_history(reply_id)
     if claimed is None:
         return "skipped"
-    claim, history = claimed
-    return _attempt(claim, history, streams.AttemptStream(reply_id, claim.attempt))
+    claim, history, room = claimed
+    return _attempt(claim, history, room, streams.AttemptStream(reply_id, claim.attempt))
 
 
-def _attempt(claim: Claim, history: list[Turn], stream: streams.AttemptStream) -> str:
+def _attempt(claim: Claim, history: list[Turn], room: RoomSettings, stream: streams.AttemptStream) -> str:
     """Ask Gemini and store the outcome, or give the lease back and raise RetryLater."""
     settings = GeminiSettings.from_config(current_app.config)
     usage = Usage()  # stored with the outcome: failed and blocked calls are billed too
     stream.reset()
     try:
-        text = _answer(claim, settings, history, stream, usage)
+        text = _answer(claim, settings, room, history, stream, usage)
     except AiBlocked as exc:
         return finish(claim, "blocked", error={"code": exc.code, "message": exc.message}, usage=usage, timed=True)
     except AiError as exc:
@@ -180,26 +184,27 @@ def _attempt(claim: Claim, history: list[Turn], stream: streams.AttemptStream) -
     return finish(claim, "complete", content=text, usage=usage, timed=True)
 
 
-def _answer(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream,
-            usage: Usage) -> str:
+def _answer(claim: Claim, settings: GeminiSettings, room: RoomSettings, history: list[Turn],
+            stream: streams.AttemptStream, usage: Usage) -> str:
     """Gemini's answer, or, with GEMINI_RESPONSE_CACHE_TTL set, the stored answer to an identical request (which
     calls Gemini for nothing, so reports no usage)."""
     ttl = current_app.config["GEMINI_RESPONSE_CACHE_TTL"]
     if ttl <= 0:
-        return _ask_gemini(claim, settings, history, stream, usage)
-    key = response_cache_key(settings, history)
+        return _ask_gemini(claim, settings, room, history, stream, usage)
+    key = response_cache_key(settings, room, history)
     cached = _cache_get(key)
     if cached:
         stream.delta(cached)
         return cached
-    text = _ask_gemini(claim, settings, history, stream, usage)
+    text = _ask_gemini(claim, settings, room, history, stream, usage)
     _cache_set(key, text, ttl)
     return text
 
 
-def response_cache_key(settings: GeminiSettings, history: list[Turn]) -> str:
-    """Identical requests (model, system instruction, whole history) share a key."""
-    material = json.dumps([settings.model, settings.system_instruction, settings.history_token_budget,
+def response_cache_key(settings: GeminiSettings, room: RoomSettings, history: list[Turn]) -> str:
+    """Identical requests (model, system instruction, generation settings, whole history) share a key."""
+    material = json.dumps([room.model or settings.model, room.system_instruction or settings.system_instruction,
+                           room.temperature, room.max_output_tokens, settings.history_token_budget,
                            [[t.role, t.text] for t in history]], ensure_ascii=False)
     return "gemini-response:" + hashlib.sha256(material.encode()).hexdigest()
 
@@ -219,24 +224,24 @@ def _cache_set(key: str, text: str, ttl: int) -> None:
         log.warning("response cache write failed: %s", exc)
 
 
-def _ask_gemini(claim: Claim, settings: GeminiSettings, history: list[Turn], stream: streams.AttemptStream,
-                usage: Usage) -> str:
+def _ask_gemini(claim: Claim, settings: GeminiSettings, room: RoomSettings, history: list[Turn],
+                stream: streams.AttemptStream, usage: Usage) -> str:
     """Stream the answer, publishing chunks and renewing the lease as they arrive (usage keeps Gemini's token
     counts); the whole text."""
     parts: list[str] = []
     renew_every = lease_seconds() / 3
     last_renewal = time.monotonic()
     try:
-        for chunk in get_client(settings).stream(history, usage):
+        for chunk in get_client(settings).stream(history, usage, room):
             if not parts:
-                metrics.first_chunk(settings.model, claim.claimed_at)
+                metrics.first_chunk(room.model or settings.model, claim.claimed_at)
             parts.append(chunk)
             stream.delta(chunk)
             if time.monotonic() - last_renewal > renew_every:
                 renew_lease(claim)
                 last_renewal = time.monotonic()
     finally:
-        metrics.count_tokens(settings.model, usage)  # failed and blocked calls are billed too
+        metrics.count_tokens(room.model or settings.model, usage)  # failed and blocked calls are billed too
     return "".join(parts)
 
 
