@@ -234,12 +234,13 @@ class GeminiClient:
         self._sdk: genai.Client | None = None
         self._sdk_pid: int | None = None
 
-    def generate(self, history: Sequence[Turn]) -> str:
-        """Return Gemini's whole answer to the history, or raise AiError/AiBlocked."""
+    def generate(self, history: Sequence[Turn], room: RoomSettings | None = None) -> str:
+        """Return Gemini's whole answer to the history, or raise AiError/AiBlocked (room: as for stream)."""
+        room = room or RoomSettings()
         sdk, contents = self._prepare(history)
         try:
             response = sdk.models.generate_content(
-                model=self.settings.model, contents=contents, config=self._config()
+                model=room.model or self.settings.model, contents=contents, config=self._config(room)
             )
         except Exception as exc:
             _raise_mapped(exc)

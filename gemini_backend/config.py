@@ -142,6 +142,9 @@ def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path 
         # Gemini
         "GEMINI_API_KEY": _first(env, "GEMINI_API_KEY", "GOOGLE_API_KEY"),
         "GEMINI_MODEL": env.get("GEMINI_MODEL") or "gemini-2.5-flash",
+        # Name a room still called "New chat" after its first reply, with TITLE_MODEL (default: the default model).
+        "AUTO_TITLES": _bool(env, "AUTO_TITLES", True),
+        "TITLE_MODEL": env.get("TITLE_MODEL") or None,
         # The models a room may choose, comma-separated; the first is the default (unset: GEMINI_MODEL alone).
         "GEMINI_MODELS": [m.strip() for m in (env.get("GEMINI_MODELS") or "").split(",") if m.strip()] or None,
         "GEMINI_BASE_URL": env.get("GEMINI_BASE_URL") or None,

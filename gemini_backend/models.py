@@ -104,6 +104,8 @@ class RevokedToken(db.Model):
 class Chatroom(db.Model):
     """A user's conversation with the model."""
 
+    DEFAULT_NAME = "New chat"  # a room still named so is titled after its first reply (services.titles)
+
     __tablename__ = "chatrooms"
     __table_args__ = (Index("ix_chatrooms_user_activity", "user_id", "last_activity_at"),)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from gemini_backend.models import Chatroom
 from gemini_backend.schemas.common import AliasedSchema
 
 MAX_CONTENT = 8000
@@ -38,7 +39,7 @@ class RoomSettingsInput(ma.Schema):
 
 class ChatroomCreateSchema(RoomSettingsInput, AliasedSchema):
     ALIASES = {"title": "name"}
-    name = ma.fields.String(load_default="New chat", validate=[ma.validate.Length(min=1, max=100), _not_blank],
+    name = ma.fields.String(load_default=Chatroom.DEFAULT_NAME, validate=[ma.validate.Length(min=1, max=100), _not_blank],
                             metadata={"example": "Trip to Lisbon", "description": "Alias: title."})
 
 

@@ -29,7 +29,7 @@ from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, RoomSettings, 
 from gemini_backend.caching import drop_chatroom_list
 from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
-from gemini_backend.services import quota, streams
+from gemini_backend.services import quota, streams, titles
 from gemini_backend.taskqueue import app_task
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ _WRITE_OUTCOME = (
 _TOUCH_ROOM = (
     update(chatrooms).where(chatrooms.c.id == bindparam("room_id"))
     .values(last_message_at=bindparam("now"), last_activity_at=bindparam("now"), updated_at=bindparam("now"))
-    .returning(chatrooms.c.user_id)
+    .returning(chatrooms.c.user_id, chatrooms.c.name)
 )
 
 
@@ -277,29 +277,33 @@ def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] |
     it)."""
     refund_day = None
     with db.engine.begin() as conn:
-        owner = _store_outcome(conn, claim, status, content, error, usage.as_record() if usage else None)
-        if owner is not None and status in ("failed", "blocked"):
+        room = _store_outcome(conn, claim, status, content, error, usage.as_record() if usage else None)
+        if room is not None and status in ("failed", "blocked"):
             refund_day = _take_back_quota_day(conn, claim.user_message_id)
-    if owner is None:
+    if room is None:
         log.warning("reply %s: lease lost before finishing; another attempt owns it", claim.reply_id)
         return "skipped"
+    owner = room.user_id
     metrics.reply_finished(status, claim.claimed_at if timed else None)
     if refund_day:
         quota.refund(owner, refund_day)
     drop_chatroom_list(owner)  # before the stream's end, so a waiter woken by it reads the new list
     streams.publish_end(claim.reply_id, status)
+    if status == "complete" and room.name == Chatroom.DEFAULT_NAME and current_app.config["AUTO_TITLES"]:
+        titles.enqueue_title(claim.room_id)
     log.info("reply %s %s after %s attempt(s)", claim.reply_id, status, claim.attempt)
     return status
 
 
 def _store_outcome(conn: Connection, claim: Claim, status: str, content: str, error: dict[str, Any] | None,
-                   usage: dict[str, int] | None) -> int | None:
-    """Write the outcome and touch the room, only under this attempt's lease; the room owner's id, or None."""
+                   usage: dict[str, int] | None) -> Any | None:
+    """Write the outcome and touch the room, only under this attempt's lease; the room's (user_id, name), or
+    None."""
     params = {"reply_id": claim.reply_id, "token": claim.token, "new_status": status, "new_content": content,
               "new_error": error, "new_usage": usage, "now": utcnow(), "room_id": claim.room_id}
     if conn.execute(_WRITE_OUTCOME, params).rowcount != 1:
         return None
-    return conn.scalar(_TOUCH_ROOM, params)
+    return conn.execute(_TOUCH_ROOM, params).one()
 
 
 def _take_back_quota_day(conn: Connection, user_message_id: int) -> str | None:
