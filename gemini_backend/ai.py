@@ -7,6 +7,7 @@ import math
 import os
 import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -82,6 +83,13 @@ class GeminiSettings:
             history_token_budget=int(budget) if budget not in (None, "") else 8000,
             max_connections=int(config.get("WORKER_CONCURRENCY") or 100),
         )
+
+    def for_room(self, room: RoomSettings | None = None) -> RoomSettings:
+        """What a call for this room sends: the room's choices, with the server's model and system instruction
+        where the room has none."""
+        room = room or RoomSettings()
+        return dataclasses.replace(room, model=room.model or self.model,
+                                   system_instruction=room.system_instruction or self.system_instruction)
 
 
 @dataclass(frozen=True)
@@ -236,12 +244,10 @@ class GeminiClient:
 
     def generate(self, history: Sequence[Turn], room: RoomSettings | None = None) -> str:
         """Return Gemini's whole answer to the history, or raise AiError/AiBlocked (room: as for stream)."""
-        room = room or RoomSettings()
+        call = self.settings.for_room(room)
         sdk, contents = self._prepare(history)
         try:
-            response = sdk.models.generate_content(
-                model=room.model or self.settings.model, contents=contents, config=self._config(room)
-            )
+            response = sdk.models.generate_content(model=call.model, contents=contents, config=self._config(call))
         except Exception as exc:
             _raise_mapped(exc)
         _raise_if_blocked(response)
@@ -257,11 +263,10 @@ class GeminiClient:
         A given usage is kept up to date with the token counts Gemini reports (also for a blocked answer); room:
         the chatroom's own model and generation settings over the server's.
         """
-        room = room or RoomSettings()
+        call = self.settings.for_room(room)
         sdk, contents = self._prepare(history)
         # A generator: nothing is sent until the first next(), where any error surfaces.
-        chunks = sdk.models.generate_content_stream(model=room.model or self.settings.model, contents=contents,
-                                                    config=self._config(room))
+        chunks = sdk.models.generate_content_stream(model=call.model, contents=contents, config=self._config(call))
         answered = False
         try:
             while True:
@@ -311,15 +316,15 @@ class GeminiClient:
                 self._sdk_pid = os.getpid()
             return self._sdk
 
-    def _config(self, room: RoomSettings | None = None) -> types.GenerateContentConfig:
+    def _config(self, call: RoomSettings | None = None) -> types.GenerateContentConfig:
         """Per-call config (the SDK may copy or adjust it, so it is not shared between threads)."""
         from google.genai import types
 
-        room = room or RoomSettings()
+        call = self.settings.for_room(call)
         return types.GenerateContentConfig(
-            system_instruction=room.system_instruction or self.settings.system_instruction or None,
-            temperature=room.temperature,
-            max_output_tokens=room.max_output_tokens,
+            system_instruction=call.system_instruction or None,
+            temperature=call.temperature,
+            max_output_tokens=call.max_output_tokens,
             # No tools are passed; disabling AFC skips the SDK's function-calling loop.
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             # Continuation re-sends a broken stream on its own; Huey owns retries.

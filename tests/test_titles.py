@@ -62,3 +62,18 @@ def test_titles_are_cleaned_to_one_short_line():
     assert clean_title("Title: **Trip planning** for a long weekend in Lisbon") == "Trip planning for a long weekend"
     assert clean_title("snake_case tips\nsecond line") == "snake_case tips"
     assert clean_title(" \n ") is None
+
+
+def test_a_failed_title_leaves_the_name_and_the_next_reply_tries_again(app, client, gemini, worker):
+    gemini.reply_fn = _titling
+    gemini.script = [("reply", None), ("error", 400)]  # the first reply streams; its title request is refused
+    alice = ChatUser(app, client)
+    room = alice.post("/chatroom").json["id"]
+    first = alice.say(room, "Plan three days in Lisbon")
+    assert alice.finished_reply(room, first["reply"]["id"])["status"] == "complete"
+    wait_for(lambda: not gemini.script and len(gemini.requests) == 2, timeout=10, what="the refused title request")
+    assert alice.get(f"/chatroom/{room}").json["name"] == "New chat"
+    second = alice.say(room, "And a fourth day?")
+    assert alice.finished_reply(room, second["reply"]["id"])["status"] == "complete"
+    wait_for(lambda: alice.get(f"/chatroom/{room}").json["name"] == "Three days in Lisbon", timeout=10,
+             what="the room to be titled after its second reply")

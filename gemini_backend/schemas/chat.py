@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import marshmallow as ma
+from flask import current_app
 
+from gemini_backend.ai import choosable_models
 from gemini_backend.models import Chatroom
 from gemini_backend.schemas.common import AliasedSchema
 
@@ -29,9 +31,6 @@ class RoomSettingsInput(ma.Schema):
 
     @ma.validates("model")
     def _choosable(self, value: str | None, **kwargs) -> None:
-        from flask import current_app
-
-        from gemini_backend.ai import choosable_models
         models = choosable_models(current_app.config)
         if value is not None and value not in models:
             raise ma.ValidationError(f"Must be one of: {', '.join(models)}.")
@@ -49,7 +48,7 @@ class ChatroomUpdateSchema(RoomSettingsInput, AliasedSchema):
                             metadata={"description": "Alias: title."})
 
     @ma.validates_schema
-    def _something(self, data, **kwargs):
+    def _something_to_change(self, data, **kwargs):
         if not data:
             raise ma.ValidationError("Give name or a setting to change.", "name")
 

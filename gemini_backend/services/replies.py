@@ -164,6 +164,7 @@ def answer_reply(reply_id: int) -> str:
 def _attempt(claim: Claim, history: list[Turn], room: RoomSettings, stream: streams.AttemptStream) -> str:
     """Ask Gemini and store the outcome, or give the lease back and raise RetryLater."""
     settings = GeminiSettings.from_config(current_app.config)
+    room = settings.for_room(room)  # the model and system instruction this reply is asked with
     usage = Usage()  # stored with the outcome: failed and blocked calls are billed too
     stream.reset()
     try:
@@ -202,9 +203,10 @@ def _answer(claim: Claim, settings: GeminiSettings, room: RoomSettings, history:
 
 
 def response_cache_key(settings: GeminiSettings, room: RoomSettings, history: list[Turn]) -> str:
-    """Identical requests (model, system instruction, generation settings, whole history) share a key."""
-    material = json.dumps([room.model or settings.model, room.system_instruction or settings.system_instruction,
-                           room.temperature, room.max_output_tokens, settings.history_token_budget,
+    """Identical requests (model, system instruction, generation settings, whole history) share a key (room:
+    settings.for_room's, so a room's null and the server's default are the same request)."""
+    material = json.dumps([room.model, room.system_instruction, room.temperature, room.max_output_tokens,
+                           settings.history_token_budget,
                            [[t.role, t.text] for t in history]], ensure_ascii=False)
     return "gemini-response:" + hashlib.sha256(material.encode()).hexdigest()
 
@@ -234,14 +236,14 @@ def _ask_gemini(claim: Claim, settings: GeminiSettings, room: RoomSettings, hist
     try:
         for chunk in get_client(settings).stream(history, usage, room):
             if not parts:
-                metrics.first_chunk(room.model or settings.model, claim.claimed_at)
+                metrics.first_chunk(room.model, claim.claimed_at)
             parts.append(chunk)
             stream.delta(chunk)
             if time.monotonic() - last_renewal > renew_every:
                 renew_lease(claim)
                 last_renewal = time.monotonic()
     finally:
-        metrics.count_tokens(room.model or settings.model, usage)  # failed and blocked calls are billed too
+        metrics.count_tokens(room.model, usage)  # failed and blocked calls are billed too
     return "".join(parts)
 
 

@@ -6,6 +6,7 @@ import re
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.orm import aliased
 
 from gemini_backend.ai import AiError, GeminiSettings, RoomSettings, Turn, get_client
 from gemini_backend.caching import drop_chatroom_list
@@ -31,16 +32,16 @@ def enqueue_title(room_id: int) -> None:
 @app_task(retries=0)
 def name_room(room_id: int) -> str | None:
     """The queued task: ask Gemini for a title and rename the room, unless it was renamed meanwhile; the title."""
+    question = aliased(Message)
     exchange = db.session.execute(
-        select(Message.content, Chatroom.user_id).join(Chatroom, Chatroom.id == Message.chatroom_id)
+        select(question.content.label("question"), Message.content.label("answer"), Chatroom.user_id)
+        .join(Chatroom, Chatroom.id == Message.chatroom_id).join(question, question.id == Message.reply_to)
         .where(Message.chatroom_id == room_id, Chatroom.name == Chatroom.DEFAULT_NAME, Message.role == "model",
                Message.status == "complete").order_by(Message.id).limit(1)).first()
-    question = db.session.scalar(select(Message.content).where(Message.chatroom_id == room_id,
-                                                                Message.role == "user").order_by(Message.id).limit(1))
     db.session.commit()  # no connection held during the Gemini call
-    if exchange is None or question is None:
+    if exchange is None:
         return None  # renamed, deleted, or nothing answered yet
-    title = _ask_for_title(question, exchange.content)
+    title = _ask_for_title(exchange.question, exchange.answer)
     if not title:
         return None
     renamed = db.session.execute(update(Chatroom).where(Chatroom.id == room_id,
