@@ -101,7 +101,8 @@ class Population:
                                         for i, u in enumerate(owners)]).all()
             replies = db.session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True),
                                          [{"chatroom_id": u.room, "role": "model", "content": "", "status": "pending",
-                                           "reply_to": mid, "created_at": now} for u, mid in zip(owners, asked)]).all()
+                                           "reply_to": mid, "parent_id": mid, "created_at": now}
+                                          for u, mid in zip(owners, asked)]).all()
             db.session.commit()
             db.engine.dispose()
         return list(zip(owners, replies))

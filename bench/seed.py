@@ -67,7 +67,7 @@ def pending_replies(app: Flask, writers: list[Writer], count: int, tag: str) -> 
             db.session.add(message)
             db.session.flush()
             reply = Message(chatroom_id=message.chatroom_id, role="model", content="", status="pending",
-                            reply_to=message.id, created_at=now)
+                            reply_to=message.id, parent_id=message.id, created_at=now)
             db.session.add(reply)
             replies.append(reply)
         db.session.commit()

@@ -123,6 +123,9 @@ class Chatroom(db.Model):
     system_instruction: Mapped[Optional[str]] = mapped_column(Text)
     temperature: Mapped[Optional[float]] = mapped_column(Float)
     max_output_tokens: Mapped[Optional[int]] = mapped_column(Integer)
+    # The newest message of the branch the room shows and continues (services.branches); null while empty. No
+    # foreign key: rooms and messages would then reference each other, and a room's deletion takes both anyway.
+    active_leaf_id: Mapped[Optional[int]] = mapped_column(BigId)
 
     messages: Mapped[list["Message"]] = relationship(back_populates="chatroom", cascade="all, delete-orphan",
                                                      passive_deletes=True, lazy="raise")
@@ -136,6 +139,12 @@ class Message(db.Model):
         Index("ix_messages_chatroom_id_id", "chatroom_id", "id"),
         # The sweeper's scan: only unfinished replies, ordered by lease.
         Index("ix_messages_pending_lease", "status", "lease_expires_at"),
+        Index("ix_messages_parent_id", "parent_id"),
+        Index("ix_messages_reply_to", "reply_to"),
+        # A user message has at most one reply in progress, whatever races: a post makes its first, and a
+        # regenerate another only once the last one has ended.
+        Index("uq_messages_one_pending_reply", "reply_to", unique=True,
+              postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -144,11 +153,16 @@ class Message(db.Model):
     content: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="complete")
     error: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    # Unique: a user message can never get a second reply row, whatever races.
-    reply_to: Mapped[Optional[int]] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
+    # On a reply: the user message it answers (several after regenerations: siblings).
+    reply_to: Mapped[Optional[int]] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    # The message tree: a user message follows a reply (null for a room's first), a reply its user message.
+    parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    # On a user message: the UTC day whose Basic quota it used, cleared when the unit is given back.
+    # On a reply: the UTC day whose quota unit it used (its post's or its regeneration's), cleared when the unit
+    # is given back.
     quota_day: Mapped[Optional[str]] = mapped_column(String(10))
+    # On a reply: when the user asked to stop it (the record; the running attempt hears it through Redis).
+    stop_requested_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     lease_expires_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     lease_token: Mapped[Optional[str]] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -160,6 +174,10 @@ class Message(db.Model):
     feedback: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
     chatroom: Mapped[Chatroom] = relationship(back_populates="messages", lazy="raise")
+
+    # Not stored: the ids of the messages with the same parent, set by services.branches for the answers that
+    # show a branch (room detail, message pages).
+    sibling_ids = None
 
 
 class Subscription(db.Model):

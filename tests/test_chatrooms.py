@@ -22,7 +22,7 @@ def test_create_with_name_title_or_default(alice):
     r = alice.post("/chatroom")
     assert r.status_code == 201 and r.json["name"] == "New chat"
     assert set(r.json) == {"id", "name", "created_at", "updated_at", "last_message_at", "message_count", "model",
-                           "system_instruction", "temperature", "max_output_tokens"}
+                           "system_instruction", "temperature", "max_output_tokens", "active_leaf_id"}
     assert [r.json[k] for k in ("model", "system_instruction", "temperature", "max_output_tokens")] == [None] * 4
 
 

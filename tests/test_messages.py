@@ -26,10 +26,13 @@ def test_post_stores_message_and_pending_reply(alice, field):
 
 
 def test_post_body_is_what_the_room_then_shows(alice):
-    """The 202 body is built without reading the rows back: it must equal the stored messages field for field."""
+    """The 202 body is built without reading the rows back: it must equal the stored messages field for field (the
+    room's page adds only each message's sibling_ids)."""
     room = alice.room()
     r = alice.post(f"/chatroom/{room}/message", json={"content": "Same either way"})
-    stored = {m["id"]: m for m in alice.get(f"/chatroom/{room}").json["messages"]}
+    page = alice.get(f"/chatroom/{room}").json["messages"]
+    assert [m.pop("sibling_ids") for m in page] == [[m["id"]] for m in page]
+    stored = {m["id"]: m for m in page}
     assert r.json["message"] == stored[r.json["message"]["id"]]
     reply = stored[r.json["reply"]["id"]]
     if reply["status"] == "pending":  # a consumer may already have answered it
@@ -67,13 +70,15 @@ def test_idempotency_key_replays_the_first_response(app, alice):
     assert other.status_code == 409 and other.json["error"] == "idempotency_key_reused"
 
 
-def test_one_reply_per_message_is_a_database_rule(app, alice):
-    """A second reply row for the same user message violates a unique constraint."""
+def test_one_pending_reply_per_message_is_a_database_rule(app, alice):
+    """A second pending reply row for the same user message violates a unique index (regenerations come one at a
+    time)."""
     room = alice.room()
     posted = alice.say(room, "hi")
+    assert posted["reply"]["status"] == "pending"
     with app.app_context():
-        db.session.add(Message(chatroom_id=room, role="model", content="dup", status="complete",
-                               reply_to=posted["message"]["id"]))
+        db.session.add(Message(chatroom_id=room, role="model", content="", status="pending",
+                               reply_to=posted["message"]["id"], parent_id=posted["message"]["id"]))
         with pytest.raises(IntegrityError):
             db.session.commit()
         db.session.rollback()

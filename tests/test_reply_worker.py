@@ -20,7 +20,11 @@ def alice(app, client):
 
 
 def _add(room_id: int, role: str, content: str, status: str, reply_to: int | None = None) -> int:
-    row = Message(chatroom_id=room_id, role=role, content=content, status=status, reply_to=reply_to)
+    """A message on the room's one branch: a reply under its user message, a user message under the last reply."""
+    from sqlalchemy import func, select
+    parent = reply_to if role == "model" else db.session.scalar(
+        select(func.max(Message.id)).where(Message.chatroom_id == room_id, Message.role == "model"))
+    row = Message(chatroom_id=room_id, role=role, content=content, status=status, reply_to=reply_to, parent_id=parent)
     db.session.add(row)
     db.session.flush()
     return row.id

@@ -106,8 +106,10 @@ class World:
         db.session.add(message)
         db.session.flush()
         reply = Message(chatroom_id=room.id, role="model", content="", status="failed", reply_to=message.id,
-                        error=FAILED, created_at=now, completed_at=now)
+                        parent_id=message.id, error=FAILED, created_at=now, completed_at=now)
         db.session.add(reply)
+        db.session.flush()
+        room.active_leaf_id = reply.id
         db.session.commit()
         return room.id, message.id, reply.id
 

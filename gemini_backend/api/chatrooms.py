@@ -10,7 +10,7 @@ from flask_jwt_extended import get_jwt_identity, jwt_required
 from gemini_backend.errors import AppError, document_errors
 from gemini_backend.http import Blueprint, json_response
 from gemini_backend.schemas.billing import RATE_LIMIT_HEADERS
-from gemini_backend.schemas.chat import (ChatroomCreateSchema, ChatroomDetailSchema, ChatroomListSchema,
+from gemini_backend.schemas.chat import (ActiveLeafSchema, ChatroomCreateSchema, ChatroomDetailSchema, ChatroomListSchema,
                                          ChatroomSchema, ChatroomUpdateSchema, FeedbackUpdateSchema,
                                          MessageCreateSchema, MessagePageSchema,
                                          MessageSchema, PageQuerySchema, PostedMessageSchema, RoomQuerySchema,
@@ -98,9 +98,9 @@ class MessagePage(MethodView):
     @document_errors(blp, 401, 404, 422)
     @blp.doc(security=BEARER)
     def get(self, args, room_id):
-        """A page of messages, oldest first: the newest, or those before/after a message id."""
-        room = chat.get_room(_user_id(), room_id)
-        page, has_more = chat.page_messages(room.id, args.get("before"), args.get("after"), args["limit"])
+        """A page of the active branch, oldest first: the newest messages, or those before/after a message id."""
+        page, has_more = chat.page_messages(_user_id(), room_id, args.get("before"), args.get("after"),
+                                            args["limit"])
         return {"messages": page, "has_more": has_more}
 
 
@@ -119,9 +119,13 @@ class MessagePost(MethodView):
              "or rate_limited (Pro: the per-minute throttle)."}, headers={429: RATE_LIMIT_HEADERS})
     @blp.doc(security=BEARER, parameters=[IDEMPOTENCY_HEADER])
     def post(self, data, args, room_id):
-        """Send a message; the reply is generated in the background (202), or awaited with ?wait=N."""
+        """Send a message; the reply is generated in the background (202), or awaited with ?wait=N.
+
+        With `parent_id` the message follows that reply instead of the active leaf: posting under an earlier
+        message's parent edits it, starting a branch that becomes the active one."""
         user_id = _user_id()
-        body, usage = messages.post_message(user_id, room_id, data["content"], _idempotency_key())
+        body, usage = messages.post_message(user_id, room_id, data["content"], _idempotency_key(),
+                                            data.get("parent_id", messages.ACTIVE_LEAF))
         status = 202
         if args["wait"] > 0 and body["reply"]["status"] == "pending":
             reply = messages.wait_until_finished(body["reply"]["id"], args["wait"])
@@ -156,6 +160,50 @@ class MessageRetry(MethodView):
     def post(self, room_id, message_id):
         """Start a new attempt for a failed or blocked reply (uses no quota)."""
         return messages.retry_reply(_user_id(), room_id, message_id)
+
+
+@blp.route("/<id:room_id>/message/<id:message_id>/regenerate")
+class MessageRegenerate(MethodView):
+    @jwt_required()
+    @blp.response(202, MessageSchema, headers=RATE_LIMIT_HEADERS)
+    @document_errors(blp, 401, 404, 415, notes={
+        409: "reply_in_progress: a reply to this message is still being written.",
+        429: "daily_limit_reached or rate_limited, as for a message post."}, headers={429: RATE_LIMIT_HEADERS})
+    @blp.doc(security=BEARER)
+    def post(self, room_id, message_id):
+        """Answer a user message again (give it or one of its replies): a new reply beside the earlier ones, which
+        becomes the active leaf. Uses one quota unit."""
+        reply, usage = messages.regenerate_reply(_user_id(), room_id, message_id)
+        return json_response(messages.dump_message(reply), 202, quota.rate_limit_headers(usage))
+
+
+@blp.route("/<id:room_id>/message/<id:message_id>/stop")
+class MessageStop(MethodView):
+    @jwt_required()
+    @blp.response(200, MessageSchema, description="The reply, ended `stopped` with the text generated so far.")
+    @blp.alt_response(202, schema=MessageSchema, description="The stop is recorded; the attempt running the reply "
+                      "ends it at its next chunk (it is still pending here).")
+    @document_errors(blp, 401, 404, 415, notes={409: "not_stoppable: the reply has already ended."})
+    @blp.doc(security=BEARER)
+    def post(self, room_id, message_id):
+        """Stop a pending reply (give it or its user message): it ends `stopped` with the text so far; one that had
+        not started never calls Gemini and gives its quota unit back. Works whichever machine runs it."""
+        reply = messages.stop_reply(_user_id(), room_id, message_id)
+        return json_response(messages.dump_message(reply), 202 if reply.status == "pending" else 200)
+
+
+@blp.route("/<id:room_id>/active-leaf")
+class ActiveLeaf(MethodView):
+    @jwt_required()
+    @blp.arguments(ActiveLeafSchema)
+    @blp.arguments(RoomQuerySchema, location="query")
+    @blp.response(200, ChatroomDetailSchema)
+    @document_errors(blp, 400, 401, 404, 413, 415, 422)
+    @blp.doc(security=BEARER)
+    def put(self, data, args, room_id):
+        """Switch the room to the branch through a message (it continues to that message's newest descendant);
+        the room along it."""
+        return chat.switch_branch(_user_id(), room_id, data["message_id"], args["limit"])
 
 
 @blp.route("/<id:room_id>/message/<id:message_id>/feedback")

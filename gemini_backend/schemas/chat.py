@@ -64,6 +64,8 @@ class ChatroomSchema(ma.Schema):
     system_instruction = ma.fields.String(allow_none=True, required=True)
     temperature = ma.fields.Float(allow_none=True, required=True)
     max_output_tokens = ma.fields.Integer(allow_none=True, required=True)
+    active_leaf_id = ma.fields.Integer(allow_none=True, required=True, metadata={
+        "description": "The newest message of the branch the room shows and continues (null: no messages)."})
 
 
 class ModelListSchema(ma.Schema):
@@ -111,9 +113,14 @@ class MessageSchema(ma.Schema):
     chatroom_id = ma.fields.Integer(required=True)
     role = ma.fields.String(required=True, metadata={"enum": ["user", "model"]})
     content = ma.fields.String(required=True)
-    status = ma.fields.String(required=True, metadata={"enum": ["pending", "complete", "failed", "blocked"]})
+    status = ma.fields.String(required=True, metadata={
+        "enum": ["pending", "complete", "failed", "blocked", "stopped"],
+        "description": "stopped: the user stopped the reply; content holds the text generated until then."})
     error = ma.fields.Nested(MessageErrorSchema, allow_none=True, required=True)
     reply_to = ma.fields.Integer(allow_none=True, required=True)
+    parent_id = ma.fields.Integer(allow_none=True, required=True, metadata={
+        "description": "The message this one follows: a reply's user message; a user message's previous reply "
+                       "(null for the first)."})
     created_at = ma.fields.DateTime(required=True)
     completed_at = ma.fields.DateTime(allow_none=True, required=True)
     usage = ma.fields.Nested(TokenUsageSchema, allow_none=True, required=True,
@@ -123,8 +130,13 @@ class MessageSchema(ma.Schema):
                                 metadata={"description": "The user's rating of a reply (null: none)."})
 
 
+class BranchMessageSchema(MessageSchema):
+    sibling_ids = ma.fields.List(ma.fields.Integer(), required=True, metadata={
+        "description": "The messages with the same parent, this one included, oldest first (\"2 / 3\")."})
+
+
 class MessagePageSchema(ma.Schema):
-    messages = ma.fields.List(ma.fields.Nested(MessageSchema), required=True)
+    messages = ma.fields.List(ma.fields.Nested(BranchMessageSchema), required=True)
     has_more = ma.fields.Boolean(required=True)
 
 
@@ -143,6 +155,14 @@ class MessageCreateSchema(AliasedSchema):
     content = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=MAX_CONTENT), _not_blank],
                                metadata={"example": "Plan a 3-day trip to Lisbon.",
                                          "description": "1-8000 characters. Aliases: message, input."})
+    parent_id = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=1, max=MAX_ID), metadata={
+        "description": "The reply of this room to follow (null: start from the top). Default: the active leaf. "
+                       "Posting under an earlier message's parent edits it: a new branch."})
+
+
+class ActiveLeafSchema(ma.Schema):
+    message_id = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1, max=MAX_ID), metadata={
+        "description": "Any message of the room: the branch continues to its newest descendant."})
 
 
 class PostedMessageSchema(ma.Schema):

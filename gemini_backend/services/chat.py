@@ -14,6 +14,7 @@ from gemini_backend.errors import NotFound
 from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
 from gemini_backend.schemas.chat import ChatroomSchema
+from gemini_backend.services import branches
 
 _room_schema = ChatroomSchema()
 log = logging.getLogger(__name__)
@@ -88,23 +89,24 @@ def get_room(user_id: int, room_id: int) -> Chatroom:
 
 
 def room_with_messages(user_id: int, room_id: int, limit: int) -> dict[str, Any]:
-    """The room, its newest `limit` messages (oldest first) and whether older ones exist, as ChatroomDetailSchema
-    dumps them: {room, messages, has_more}."""
+    """The room, the newest `limit` messages of its active branch (oldest first) and whether older ones exist, as
+    ChatroomDetailSchema dumps them: {room, messages, has_more}."""
     room = get_room(user_id, room_id)
-    messages, has_more = page_messages(room.id, before=None, after=None, limit=limit)
+    messages, has_more = branches.branch_page(room, before=None, after=None, limit=limit)
     return {"room": room, "messages": messages, "has_more": has_more}
 
 
-def page_messages(room_id: int, before: int | None, after: int | None, limit: int) -> tuple[list[Message], bool]:
-    """A page of a room's messages, oldest first: the newest `limit` (or those before/after an id)."""
-    query = select(Message).where(Message.chatroom_id == room_id)
-    if after is not None:
-        rows = db.session.scalars(query.where(Message.id > after).order_by(Message.id.asc()).limit(limit + 1)).all()
-        return list(rows[:limit]), len(rows) > limit
-    if before is not None:
-        query = query.where(Message.id < before)
-    rows = db.session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)).all()
-    return list(reversed(rows[:limit])), len(rows) > limit
+def page_messages(user_id: int, room_id: int, before: int | None, after: int | None,
+                  limit: int) -> tuple[list[Message], bool]:
+    """A page of the room's active branch, oldest first: the newest `limit`, or those before/after a message."""
+    return branches.branch_page(get_room(user_id, room_id), before, after, limit)
+
+
+def switch_branch(user_id: int, room_id: int, message_id: int, limit: int) -> dict[str, Any]:
+    """Make the branch through a message the room's active one; the room detail along it."""
+    branches.activate(get_room(user_id, room_id), message_id)
+    drop_chatroom_list(user_id)
+    return room_with_messages(user_id, room_id, limit)
 
 
 def update_room(user_id: int, room_id: int, changes: dict[str, Any]) -> Chatroom:

@@ -5,7 +5,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, literal, or_, select, update
+from sqlalchemy import Boolean, Select, bindparam, case, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +18,7 @@ from gemini_backend.schemas.chat import MessageSchema
 from gemini_backend.services import quota
 from gemini_backend.services.chat import get_room
 from gemini_backend.services.notify import wait_for_reply
-from gemini_backend.services.replies import enqueue_reply
+from gemini_backend.services.replies import enqueue_reply, request_stop
 from gemini_backend.services.tokens import user_state
 
 _message_schema = MessageSchema()
@@ -30,10 +30,18 @@ def dump_message(message: Any) -> dict[str, Any]:
     return _message_schema.dump(message)
 
 
-def post_message(user_id: int, room_id: int, content: str, idempotency_key: str | None) -> tuple[dict, dict]:
-    """Store the user's message and a pending reply, enqueue the reply; ({message, reply}, usage after it)."""
+ACTIVE_LEAF = object()  # a post's parent when none is given: the room's active leaf
+
+
+def post_message(user_id: int, room_id: int, content: str, idempotency_key: str | None,
+                 parent_id: int | None | object = ACTIVE_LEAF) -> tuple[dict, dict]:
+    """Store the user's message under parent_id (a reply of the room, None for the top, or the active leaf) with a
+    pending reply, which becomes the active leaf; enqueue the reply; ({message, reply}, usage after it)."""
     tier = user_state(user_id)["tier"]
-    request_hash = hashlib.sha256(f"{room_id}\n{content}".encode()).hexdigest()
+    request = f"{room_id}\n{content}" if parent_id is ACTIVE_LEAF else f"{room_id}\n{content}\nparent={parent_id}"
+    request_hash = hashlib.sha256(request.encode()).hexdigest()
+    if parent_id is not ACTIVE_LEAF:
+        _check_parent(user_id, room_id, parent_id)
     if idempotency_key:
         get_room(user_id, room_id)  # a replay of a deleted or foreign room is a 404 like any other request
         replay = _replay(user_id, idempotency_key, request_hash)
@@ -48,7 +56,7 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
         with db.engine.begin() as conn:
             # The room update comes first: it proves ownership (404 before any quota is used), and its row lock
             # is held while the quota is taken, so a refused post leaves nothing behind when it rolls back.
-            rows = _insert_exchange(conn, user_id, room_id, content, quota.day_of(now), now)
+            rows = _insert_exchange(conn, user_id, room_id, content, parent_id, quota.day_of(now), now)
             if rows is None:
                 raise NotFound("No such chatroom.", error="chatroom_not_found")
             ticket = quota.reserve_message(user_id, tier, at=now)
@@ -74,21 +82,40 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
     return body, ticket.usage
 
 
+def _check_parent(user_id: int, room_id: int, parent_id: int | None) -> None:
+    """A post's explicit parent is a reply of the user's room, or None (the top): 404 for another's room, 422
+    otherwise."""
+    room = get_room(user_id, room_id)
+    role = None if parent_id is None else db.session.scalar(
+        select(Message.role).where(Message.id == parent_id, Message.chatroom_id == room.id))
+    db.session.commit()
+    if parent_id is not None and role != "model":
+        problem = "Must be a reply of this chatroom (or null for the first message)."
+        raise AppError(f"parent_id: {problem}", status=422, error="validation_error",
+                       errors={"json": {"parent_id": [problem]}})
+
+
 # The post's statements, built once; bind parameters carry each post's values. Plain statements (no server-side
 # PREPARE, no session state), so the post works through a transaction-mode pooler (PgBouncer) as on a direct
 # connection.
 _rooms, _messages = Chatroom.__table__, Message.__table__
 _NOW = bindparam("now", type_=_messages.c.created_at.type)
+_ROOM_ACTIVITY = {"last_message_at": _NOW, "last_activity_at": _NOW, "updated_at": _NOW}
 _TOUCH_ROOM = (
     update(_rooms).where(_rooms.c.id == bindparam("room_id"), _rooms.c.user_id == bindparam("owner_id"))
-    .values(message_count=_rooms.c.message_count + 2, last_message_at=_NOW, last_activity_at=_NOW, updated_at=_NOW)
+    .values(message_count=_rooms.c.message_count + bindparam("added"), **_ROOM_ACTIVITY)
+    .returning(_rooms.c.active_leaf_id)
 )
-# The two rows a post inserts, as column -> value (a bind parameter, or a constant).
+_SET_ACTIVE_LEAF = update(_rooms).where(_rooms.c.id == bindparam("room_id")).values(
+    active_leaf_id=bindparam("leaf_id"))
+# The two rows a post inserts, as column -> value (a bind parameter, or a constant). A regeneration inserts the
+# second alone.
 _USER_MESSAGE = {"chatroom_id": bindparam("room_id"), "role": "user", "content": bindparam("text"),
-                 "status": "complete", "attempts": 0, "quota_day": bindparam("day"), "created_at": _NOW,
+                 "status": "complete", "attempts": 0, "parent_id": bindparam("parent_id"), "created_at": _NOW,
                  "completed_at": _NOW}
 _PENDING_REPLY = {"chatroom_id": bindparam("room_id"), "role": "model", "content": "", "status": "pending",
-                  "attempts": 0, "reply_to": bindparam("message_id"), "created_at": _NOW}
+                  "attempts": 0, "reply_to": bindparam("message_id"), "parent_id": bindparam("message_id"),
+                  "quota_day": bindparam("day"), "created_at": _NOW}
 _INSERT_MESSAGE = insert(_messages).values(_USER_MESSAGE).returning(_messages)
 _INSERT_REPLY = insert(_messages).values(_PENDING_REPLY).returning(_messages)
 
@@ -103,36 +130,53 @@ def _selected(row: dict[str, Any], **from_cte: Any) -> Select:
     return select(*[value(name, given) for name, given in row.items()])
 
 
-# PostgreSQL: the three in one statement (data-modifying CTEs). Measured with `make bench` (POST at 32
-# connections, against the floor of the same run): three statements 0.18 x, this one 0.26 x; the guard of
-# QUALITY.md is 0.25 x. A post that is not the user's room touches no room, so inserts nothing and returns no row.
-_room = _TOUCH_ROOM.returning(_rooms.c.id).cte("room")
+# PostgreSQL: the whole post in one statement (data-modifying CTEs). Measured with `make bench` (POST at 32
+# connections, against the floor of the same run): three statements 0.18 x, one 0.26 x; the guard of QUALITY.md
+# is 0.25 x. The room row is locked first (FOR UPDATE), so concurrent posts to a room take turns: each reads the
+# active leaf the one before set. A post that is not the user's room locks no room, so inserts nothing and returns
+# no row.
+_room = (select(_rooms.c.id, _rooms.c.active_leaf_id)
+         .where(_rooms.c.id == bindparam("room_id"), _rooms.c.user_id == bindparam("owner_id"))
+         .with_for_update().cte("room"))
+_parent = case((bindparam("follow_leaf", type_=Boolean), _room.c.active_leaf_id),
+               else_=bindparam("parent_id", type_=_messages.c.parent_id.type))
 _message = insert(_messages).from_select(
-    list(_USER_MESSAGE), _selected(_USER_MESSAGE, chatroom_id=_room.c.id)).returning(_messages).cte("message")
+    list(_USER_MESSAGE), _selected(_USER_MESSAGE, chatroom_id=_room.c.id, parent_id=_parent),
+).returning(_messages).cte("message")
 _reply = insert(_messages).from_select(
-    list(_PENDING_REPLY), _selected(_PENDING_REPLY, chatroom_id=_message.c.chatroom_id, reply_to=_message.c.id),
+    list(_PENDING_REPLY), _selected(_PENDING_REPLY, chatroom_id=_message.c.chatroom_id, reply_to=_message.c.id,
+                                    parent_id=_message.c.id),
 ).returning(_messages).cte("reply")
+_touched = (update(_rooms).where(_rooms.c.id == _reply.c.chatroom_id)
+            .values(message_count=_rooms.c.message_count + 2, active_leaf_id=_reply.c.id, **_ROOM_ACTIVITY)
+            .returning(_rooms.c.id).cte("touched"))
 _COLUMNS = [column.name for column in _messages.c]
 _INSERT_EXCHANGE = select(*[_message.c[name].label(f"message_{name}") for name in _COLUMNS],
                           *[_reply.c[name].label(f"reply_{name}") for name in _COLUMNS]).select_from(
-    _message.join(_reply, _reply.c.reply_to == _message.c.id))
+    _message.join(_reply, _reply.c.reply_to == _message.c.id).join(_touched, _touched.c.id == _reply.c.chatroom_id))
 
 
-def _insert_exchange(conn: Connection, user_id: int, room_id: int, content: str, quota_day: str,
-                     now: datetime) -> tuple[Any, Any] | None:
-    """In the post's transaction: count the room's two new messages and insert the user message and its pending
-    reply; (message row, reply row), or None when the user has no such room."""
-    params = {"owner_id": user_id, "room_id": room_id, "text": content, "day": quota_day, "now": now}
+def _insert_exchange(conn: Connection, user_id: int, room_id: int, content: str, parent_id: int | None | object,
+                     quota_day: str, now: datetime) -> tuple[Any, Any] | None:
+    """In the post's transaction: insert the user message and its pending reply, count them in the room and make
+    the reply its active leaf; (message row, reply row), or None when the user has no such room."""
+    follow_leaf = parent_id is ACTIVE_LEAF
+    params = {"owner_id": user_id, "room_id": room_id, "text": content, "day": quota_day, "now": now,
+              "follow_leaf": follow_leaf, "parent_id": None if follow_leaf else parent_id, "added": 2}
     if conn.dialect.name == "postgresql":
         row = conn.execute(_INSERT_EXCHANGE, params).first()
         if row is None:
             return None
         fields = row._mapping
         return tuple({name: fields[f"{which}_{name}"] for name in _COLUMNS} for which in ("message", "reply"))
-    if conn.execute(_TOUCH_ROOM, params).rowcount != 1:
+    room = conn.execute(_TOUCH_ROOM, params).first()
+    if room is None:
         return None
+    if follow_leaf:
+        params["parent_id"] = room.active_leaf_id
     message = conn.execute(_INSERT_MESSAGE, params).one()
     reply = conn.execute(_INSERT_REPLY, {**params, "message_id": message.id}).one()
+    conn.execute(_SET_ACTIVE_LEAF, {"room_id": room_id, "leaf_id": reply.id})
     return message, reply
 
 
@@ -161,12 +205,12 @@ def get_message(user_id: int, room_id: int, message_id: int) -> Message:
 
 
 def find_reply(user_id: int, room_id: int, message_id: int) -> Message:
-    """The reply of a message of the user's room (the message itself when it is a reply), in one query; 404
-    otherwise."""
+    """The reply of a message of the user's room (the message itself when it is a reply; the newest of a user
+    message's replies), in one query; 404 otherwise."""
     reply = db.session.scalars(
         select(Message).join(Chatroom, Chatroom.id == Message.chatroom_id)
         .where(Chatroom.id == room_id, Chatroom.user_id == user_id, Message.role == "model",
-               or_(Message.id == message_id, Message.reply_to == message_id))).first()
+               or_(Message.id == message_id, Message.reply_to == message_id)).order_by(Message.id.desc())).first()
     if reply is None:
         get_message(user_id, room_id, message_id)  # the room's or the message's own 404
         raise NotFound("This message has no reply.", error="message_not_found")
@@ -174,10 +218,11 @@ def find_reply(user_id: int, room_id: int, message_id: int) -> Message:
 
 
 def reply_for(message: Message) -> Message | None:
-    """The reply row of a user message (or the message itself when it is a reply)."""
+    """The newest reply of a user message (or the message itself when it is a reply)."""
     if message.role == "model":
         return message
-    return db.session.scalars(select(Message).where(Message.reply_to == message.id)).first()
+    return db.session.scalars(select(Message).where(Message.reply_to == message.id)
+                              .order_by(Message.id.desc())).first()
 
 
 def retry_reply(user_id: int, room_id: int, message_id: int) -> Message:
@@ -189,13 +234,64 @@ def retry_reply(user_id: int, room_id: int, message_id: int) -> Message:
         Message.id == reply.id, Message.status.in_(("failed", "blocked"))
     ).values(status="pending", error=None, content="", usage=None, feedback=None, attempts=0, completed_at=None,
              lease_token=None, lease_expires_at=None, created_at=reply.created_at)).rowcount
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the one-pending-reply index: a regenerated sibling is being written
+        db.session.rollback()
+        raise AppError("Another reply to this message is being written; stop it or wait for it first.",
+                       status=409, error="reply_in_progress") from None
     if restarted != 1:
         raise AppError("The reply is already being retried.", status=409, error="not_retryable")
     drop_chatroom_list(user_id)
     enqueue_reply(reply.id)
     db.session.refresh(reply)
     return reply
+
+
+def regenerate_reply(user_id: int, room_id: int, message_id: int) -> tuple[Any, dict]:
+    """A new pending reply to a user message (given itself or one of its replies), beside the earlier ones; it
+    becomes the active leaf and uses a quota unit. 409 while one of the message's replies is still pending."""
+    tier = user_state(user_id)["tier"]
+    message = get_message(user_id, room_id, message_id)
+    question_id = message.reply_to if message.role == "model" else message.id
+    db.session.commit()  # the write below runs on a connection of its own
+    now = utcnow()
+    params = {"owner_id": user_id, "room_id": room_id, "message_id": question_id, "day": quota.day_of(now),
+              "now": now, "added": 1}
+    ticket = None
+    try:
+        with db.engine.begin() as conn:
+            # The room first, as a post does: posts and regenerations of a room take turns on its row.
+            if conn.execute(_TOUCH_ROOM, params).first() is None:
+                raise NotFound("No such chatroom.", error="chatroom_not_found")
+            reply = conn.execute(_INSERT_REPLY, params).one()  # the one-pending-reply index refuses a second
+            ticket = quota.reserve_message(user_id, tier, at=now)
+            conn.execute(_SET_ACTIVE_LEAF, {"room_id": room_id, "leaf_id": reply.id})
+    except IntegrityError:
+        raise AppError("This message's reply is still being written; stop it or wait for it first.", status=409,
+                       error="reply_in_progress") from None
+    except BaseException:
+        if ticket is not None:
+            quota.refund(ticket)
+        raise
+    drop_chatroom_list(user_id)
+    enqueue_reply(reply.id)
+    return reply, ticket.usage
+
+
+STOP_WAIT_SECONDS = 5.0  # how long a stop waits for the running attempt to end the reply before answering 202
+
+
+def stop_reply(user_id: int, room_id: int, message_id: int) -> Message:
+    """Stop a pending reply (or a user message's newest reply): it ends `stopped` with the text so far, at once
+    when no attempt runs it, else at the attempt's next chunk; the reply as it is after up to STOP_WAIT_SECONDS.
+    409 when it already ended."""
+    reply = find_reply(user_id, room_id, message_id)
+    if reply.status != "pending":
+        raise AppError("This reply has already ended.", status=409, error="not_stoppable")
+    db.session.commit()
+    request_stop(reply.id)
+    return wait_until_finished(reply.id, STOP_WAIT_SECONDS)
 
 
 def rate_reply(user_id: int, room_id: int, message_id: int, rating: str | None, comment: str | None) -> Message:

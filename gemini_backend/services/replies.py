@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Sequence
@@ -29,7 +30,9 @@ from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, RoomSettings, 
 from gemini_backend.caching import drop_chatroom_list
 from gemini_backend.extensions import cache, db
 from gemini_backend.models import Chatroom, Message, utcnow
-from gemini_backend.services import quota, streams, titles
+from gemini_backend.services import quota, stopping, streams, titles
+from gemini_backend.services.branches import ancestry
+from gemini_backend.services.stopping import StopSignal
 from gemini_backend.taskqueue import app_task
 
 log = logging.getLogger(__name__)
@@ -43,14 +46,12 @@ _TAKE_LEASE = (
     .where(messages.c.id == bindparam("reply_id"), messages.c.role == "model", messages.c.status == "pending",
            or_(messages.c.lease_token.is_(None), messages.c.lease_expires_at < bindparam("now")))
     .values(lease_token=bindparam("token"), lease_expires_at=bindparam("expires"), attempts=messages.c.attempts + 1)
-    .returning(messages.c.attempts, messages.c.reply_to, messages.c.chatroom_id)
+    .returning(messages.c.attempts, messages.c.reply_to, messages.c.chatroom_id, messages.c.stop_requested_at)
 )
 _HISTORY_COLUMNS = (messages.c.id, messages.c.role, messages.c.content, messages.c.status, messages.c.reply_to)
-_HISTORY = (
-    select(*_HISTORY_COLUMNS)
-    .where(messages.c.chatroom_id == bindparam("room_id"), messages.c.id <= bindparam("user_message_id"))
-    .order_by(messages.c.id.desc()).limit(HISTORY_ROWS)
-)
+# The branch the reply answers: its user message and that message's ancestors, never another branch.
+_PATH = ancestry(bindparam("user_message_id"), max_rows=HISTORY_ROWS)
+_HISTORY = select(*_HISTORY_COLUMNS).join(_PATH, messages.c.id == _PATH.c.id).order_by(messages.c.id.desc())
 _ROOM_SETTINGS = select(*(chatrooms.c[name] for name in RoomSettings.__dataclass_fields__)).where(
     chatrooms.c.id == bindparam("room_id"))
 _WRITE_OUTCOME = (
@@ -65,6 +66,14 @@ _TOUCH_ROOM = (
     .values(last_message_at=bindparam("now"), last_activity_at=bindparam("now"), updated_at=bindparam("now"))
     .returning(chatrooms.c.user_id, chatrooms.c.name)
 )
+
+
+class ReplyStopped(Exception):
+    """The user stopped the reply mid-stream; `text` is what Gemini had sent until then."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__("stopped by the user")
+        self.text = text
 
 
 class RetryLater(Exception):
@@ -84,6 +93,7 @@ class Claim:
     attempt: int
     user_message_id: int
     room_id: int
+    stop_requested: bool = False
     claimed_at: float = field(default_factory=time.monotonic, compare=False)  # time.monotonic(), for metrics
 
 
@@ -106,7 +116,7 @@ def claim_with_history(reply_id: int) -> tuple[Claim, list[Turn], RoomSettings] 
         claim = _take_lease(conn, reply_id)
         if claim is None:
             return None
-        rows = conn.execute(_HISTORY, {"room_id": claim.room_id, "user_message_id": claim.user_message_id}).all()
+        rows = conn.execute(_HISTORY, {"user_message_id": claim.user_message_id}).all()
         room = conn.execute(_ROOM_SETTINGS, {"room_id": claim.room_id}).one()
         return claim, _turns(rows, claim), RoomSettings(**room._mapping)
 
@@ -122,16 +132,20 @@ def _take_lease(conn: Connection, reply_id: int) -> Claim | None:
     """One conditional UPDATE that takes the lease and returns what the attempt needs."""
     params = _lease_params(reply_id)
     row = conn.execute(_TAKE_LEASE, params).first()
-    return None if row is None else Claim(reply_id, params["token"], row.attempts, row.reply_to, row.chatroom_id)
+    if row is None:
+        return None
+    return Claim(reply_id, params["token"], row.attempts, row.reply_to, row.chatroom_id,
+                 stop_requested=row.stop_requested_at is not None)
 
 
 def _turns(rows: Sequence[Any], claim: Claim) -> list[Turn]:
-    """The history rows (newest first) as turns up to the user message, oldest first, leaving out
-    failed/blocked/unanswered exchanges."""
-    answered = {r.reply_to for r in rows if r.role == "model" and r.status == "complete"}
+    """The branch's rows (newest first) as turns up to the user message, oldest first, leaving out exchanges
+    without an answer (failed, blocked, unanswered, stopped before any text)."""
+    def answer(row: Any) -> bool:
+        return row.role == "model" and (row.status == "complete" or (row.status == "stopped" and row.content))
+    answered = {r.reply_to for r in rows if answer(r)}
     return [Turn(r.role, r.content) for r in reversed(rows)
-            if (r.role == "model" and r.status == "complete")
-            or (r.role == "user" and (r.id in answered or r.id == claim.user_message_id))]
+            if answer(r) or (r.role == "user" and (r.id in answered or r.id == claim.user_message_id))]
 
 
 @app_task(retries=3, retry_delay=10)
@@ -153,22 +167,41 @@ def enqueue_reply(reply_id: int) -> None:
 
 
 def answer_reply(reply_id: int) -> str:
-    """Produce the reply if it is still pending; returns the outcome (complete/failed/blocked/skipped/retry)."""
-    claimed = claim_with_history(reply_id)
-    if claimed is None:
-        return "skipped"
-    claim, history, room = claimed
-    return _attempt(claim, history, room, streams.AttemptStream(reply_id, claim.attempt))
+    """Produce the reply if it is still pending; returns the outcome (complete/failed/blocked/stopped/skipped)."""
+    with StopSignal(reply_id) as stop:  # listening before the claim reads the row: no stop falls between
+        claimed = claim_with_history(reply_id)
+        if claimed is None:
+            return "skipped"
+        claim, history, room = claimed
+        if claim.stop_requested:  # stopped before this attempt began: Gemini is not called
+            return finish(claim, "stopped", give_back_quota=claim.attempt == 1)
+        return _attempt(claim, history, room, streams.AttemptStream(reply_id, claim.attempt), stop)
 
 
-def _attempt(claim: Claim, history: list[Turn], room: RoomSettings, stream: streams.AttemptStream) -> str:
+def request_stop(reply_id: int) -> None:
+    """The user stops a pending reply: one no attempt is running ends `stopped` here (its quota unit given back
+    when Gemini was never called); a running one is asked to stop, through the row and Redis."""
+    claim = claim_reply(reply_id)  # succeeds only when no live attempt holds the reply
+    if claim is not None:
+        finish(claim, "stopped", give_back_quota=claim.attempt == 1)
+        return
+    with db.engine.begin() as conn:
+        conn.execute(update(messages).where(messages.c.id == reply_id, messages.c.status == "pending")
+                     .values(stop_requested_at=utcnow()))
+    stopping.announce(reply_id)
+
+
+def _attempt(claim: Claim, history: list[Turn], room: RoomSettings, stream: streams.AttemptStream,
+             stop: StopSignal) -> str:
     """Ask Gemini and store the outcome, or give the lease back and raise RetryLater."""
     settings = GeminiSettings.from_config(current_app.config)
     room = settings.for_room(room)  # the model and system instruction this reply is asked with
     usage = Usage()  # stored with the outcome: failed and blocked calls are billed too
     stream.reset()
     try:
-        text = _answer(claim, settings, room, history, stream, usage)
+        text = _answer(claim, settings, room, history, stream, usage, stop)
+    except ReplyStopped as exc:  # Gemini was called: the unit stays used
+        return finish(claim, "stopped", content=exc.text, usage=usage, timed=True, give_back_quota=False)
     except AiBlocked as exc:
         return finish(claim, "blocked", error={"code": exc.code, "message": exc.message}, usage=usage, timed=True)
     except AiError as exc:
@@ -186,18 +219,18 @@ def _attempt(claim: Claim, history: list[Turn], room: RoomSettings, stream: stre
 
 
 def _answer(claim: Claim, settings: GeminiSettings, room: RoomSettings, history: list[Turn],
-            stream: streams.AttemptStream, usage: Usage) -> str:
+            stream: streams.AttemptStream, usage: Usage, stop: StopSignal) -> str:
     """Gemini's answer, or, with GEMINI_RESPONSE_CACHE_TTL set, the stored answer to an identical request (which
     calls Gemini for nothing, so reports no usage)."""
     ttl = current_app.config["GEMINI_RESPONSE_CACHE_TTL"]
     if ttl <= 0:
-        return _ask_gemini(claim, settings, room, history, stream, usage)
+        return _ask_gemini(claim, settings, room, history, stream, usage, stop)
     key = response_cache_key(settings, room, history)
     cached = _cache_get(key)
     if cached:
         stream.delta(cached)
         return cached
-    text = _ask_gemini(claim, settings, room, history, stream, usage)
+    text = _ask_gemini(claim, settings, room, history, stream, usage, stop)
     _cache_set(key, text, ttl)
     return text
 
@@ -227,21 +260,24 @@ def _cache_set(key: str, text: str, ttl: int) -> None:
 
 
 def _ask_gemini(claim: Claim, settings: GeminiSettings, room: RoomSettings, history: list[Turn],
-                stream: streams.AttemptStream, usage: Usage) -> str:
+                stream: streams.AttemptStream, usage: Usage, stop: StopSignal) -> str:
     """Stream the answer, publishing chunks and renewing the lease as they arrive (usage keeps Gemini's token
-    counts); the whole text."""
+    counts); the whole text. Raises ReplyStopped, having closed Gemini's stream, when the user stops the reply."""
     parts: list[str] = []
     renew_every = lease_seconds() / 3
     last_renewal = time.monotonic()
     try:
-        for chunk in get_client(settings).stream(history, usage, room):
-            if not parts:
-                metrics.first_chunk(room.model, claim.claimed_at)
-            parts.append(chunk)
-            stream.delta(chunk)
-            if time.monotonic() - last_renewal > renew_every:
-                renew_lease(claim)
-                last_renewal = time.monotonic()
+        with closing(get_client(settings).stream(history, usage, room)) as chunks:  # closing ends the HTTP call
+            for chunk in chunks:
+                if not parts:
+                    metrics.first_chunk(room.model, claim.claimed_at)
+                parts.append(chunk)
+                stream.delta(chunk)
+                if stop.requested():
+                    raise ReplyStopped("".join(parts))
+                if time.monotonic() - last_renewal > renew_every:
+                    renew_lease(claim)
+                    last_renewal = time.monotonic()
     finally:
         metrics.count_tokens(room.model, usage)  # failed and blocked calls are billed too
     return "".join(parts)
@@ -272,16 +308,19 @@ def release_for_retry(claim: Claim, delay: float) -> None:
 
 
 def finish(claim: Claim, status: str, content: str = "", error: dict[str, Any] | None = None,
-           usage: Usage | None = None, timed: bool = False) -> str:
-    """Store the outcome if this attempt still holds the lease; give the quota unit back on failure.
+           usage: Usage | None = None, timed: bool = False, give_back_quota: bool | None = None) -> str:
+    """Store the outcome if this attempt still holds the lease; give the quota unit back on failure (or as
+    give_back_quota says: a stopped reply keeps it once Gemini was called).
 
     timed: the attempt's duration counts in the metrics (not for the sweeper, which claims a reply only to fail
-    it)."""
+    it, nor for a stop before any call)."""
+    if give_back_quota is None:
+        give_back_quota = status in ("failed", "blocked")
     refund_day = None
     with db.engine.begin() as conn:
         room = _store_outcome(conn, claim, status, content, error, usage.as_record() if usage else None)
-        if room is not None and status in ("failed", "blocked"):
-            refund_day = _take_back_quota_day(conn, claim.user_message_id)
+        if room is not None and give_back_quota:
+            refund_day = _take_back_quota_day(conn, claim.reply_id)
     if room is None:
         log.warning("reply %s: lease lost before finishing; another attempt owns it", claim.reply_id)
         return "skipped"
@@ -308,12 +347,12 @@ def _store_outcome(conn: Connection, claim: Claim, status: str, content: str, er
     return conn.execute(_TOUCH_ROOM, params).one()
 
 
-def _take_back_quota_day(conn: Connection, user_message_id: int) -> str | None:
-    """Clear the user message's quota day (once) and return it, so its unit is given back exactly once."""
-    day = conn.scalar(select(messages.c.quota_day).where(messages.c.id == user_message_id))
+def _take_back_quota_day(conn: Connection, reply_id: int) -> str | None:
+    """Clear the reply's quota day (once) and return it, so its unit is given back exactly once."""
+    day = conn.scalar(select(messages.c.quota_day).where(messages.c.id == reply_id))
     if day is None:
         return None
-    cleared = conn.execute(update(messages).where(messages.c.id == user_message_id, messages.c.quota_day == day)
+    cleared = conn.execute(update(messages).where(messages.c.id == reply_id, messages.c.quota_day == day)
                            .values(quota_day=None)).rowcount
     return day if cleared == 1 else None
 

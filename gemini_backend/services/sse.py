@@ -1,7 +1,7 @@
 """Server-Sent Events for one reply: live chunks from its Redis Stream, or the stored reply when finished.
 
 Events: `delta` {"text"} with increasing ids, `reset` {"attempt"} when a retry restarts the text,
-and a final `done` (complete) or `error` (failed/blocked) carrying the whole Message. A comment line
+and a final `done` (complete or stopped) or `error` (failed/blocked) carrying the whole Message. A comment line
 goes out every 15 s while waiting. Nothing here holds a database connection while it waits.
 """
 from __future__ import annotations
@@ -31,6 +31,11 @@ def event(name: str, data: Any, event_id: str | None = None) -> str:
     return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def _closing_event(status: str) -> str:
+    """The name of the event that ends a reply's stream: `done` for an answer (whole, or stopped by the user)."""
+    return "done" if status in ("complete", "stopped") else "error"
+
+
 # Ids of the stored reply sent whole: below every Redis Stream id, so they still sort first.
 FINAL_DELTA_ID, FINAL_END_ID = "0-1", "0-2"
 
@@ -38,9 +43,9 @@ FINAL_DELTA_ID, FINAL_END_ID = "0-1", "0-2"
 def _final_events(reply: Message, last_event_id: str | None) -> Iterator[str]:
     """The stored reply as one delta (unless the client has it) and its closing event."""
     body = _message_schema.dump(reply)
-    if reply.status == "complete" and reply.content and last_event_id != FINAL_DELTA_ID:
+    if _closing_event(reply.status) == "done" and reply.content and last_event_id != FINAL_DELTA_ID:
         yield event("delta", {"text": reply.content}, FINAL_DELTA_ID)
-    yield event("done" if reply.status == "complete" else "error", body, FINAL_END_ID)
+    yield event(_closing_event(reply.status), body, FINAL_END_ID)
 
 
 def _load(reply_id: int) -> Message | None:
@@ -111,8 +116,7 @@ def _redis_events(reply_id: int, reply: Message, last_event_id: str | None) -> I
                 elif kind == "end":
                     reply = _load(reply_id)
                     if reply is not None:
-                        yield event("done" if reply.status == "complete" else "error", _message_schema.dump(reply),
-                                    entry_id)
+                        yield event(_closing_event(reply.status), _message_schema.dump(reply), entry_id)
                     return
             announced = streams.next_entries(watch, reply_id, cursor, HEARTBEAT_SECONDS)
             if announced is not None:
