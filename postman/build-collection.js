@@ -66,15 +66,17 @@ const chatroom = {
     system_instruction: { type: ['string', 'null'] },
     temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
     max_output_tokens: { type: ['integer', 'null'], minimum: 1 },
+    active_leaf_id: { anyOf: [id, { type: 'null' }] },
 };
-const Message = object({
+const message = {
     id,
     chatroom_id: id,
     role: { enum: ['user', 'model'] },
     content: { type: 'string' },
-    status: { enum: ['pending', 'complete', 'failed', 'blocked'] },
+    status: { enum: ['pending', 'complete', 'failed', 'blocked', 'stopped'] },
     error: { anyOf: [{ type: 'null' }, object({ code: text, message: { type: 'string' } })] },
     reply_to: { anyOf: [id, { type: 'null' }] },
+    parent_id: { anyOf: [id, { type: 'null' }] },
     created_at: ts,
     completed_at: tsOrNull,
     usage: { anyOf: [{ type: 'null' }, object({
@@ -89,8 +91,11 @@ const Message = object({
         comment: { anyOf: [{ type: 'string' }, { type: 'null' }] },
         updated_at: ts,
     })] },
-});
-const messagePage = { messages: { type: 'array', items: Message }, has_more: { type: 'boolean' } };
+};
+const Message = object(message);
+// A message of a branch (room detail, pages) also names its siblings, itself included: "2 / 3".
+const BranchMessage = object({ ...message, sibling_ids: { type: 'array', items: id, minItems: 1 } });
+const messagePage = { messages: { type: 'array', items: BranchMessage }, has_more: { type: 'boolean' } };
 
 const SCHEMAS = {
     Subscription,
@@ -569,7 +574,8 @@ pm.test('X-RateLimit-Limit/Remaining/Reset are integers', () => {
 });
 `);
 
-const messages = folder('Messages', 'Post a message (202 + pending reply), long-poll, page, stream (SSE) and retry.', [
+const messages = folder('Messages', 'Post a message (202 + pending reply), long-poll, page, stream (SSE), retry '
+  + 'and rate; regenerate and stop a reply, edit a question (a new branch) and switch back to the first branch.', [
   {
     name: 'Post message (alias message)',
     method: 'POST',
@@ -764,6 +770,153 @@ pm.test('the reply carries the rating and the comment', () => {
     pm.expect(body.id).to.eql(Number(pm.variables.get('reply_id')));
     pm.expect(body.feedback.rating).to.eql('up');
     pm.expect(body.feedback.comment).to.eql('Exactly what I needed.');
+});
+`),
+  },
+  {
+    name: 'Get retried reply (long-poll ?wait=5)',
+    method: 'GET',
+    path: '/chatroom/{{chatroom_id}}/message/{{reply_id}}?wait=5',
+    description: 'Waits for the retried reply to end: a user message has one reply in progress at most, so a '
+      + 'regeneration is refused (409 `reply_in_progress`) while it is still being written.',
+    test: lines(`
+${statusTest(200).join('\n')}
+${schemaTest('Message').join('\n')}
+pm.test('our reply, finished', () => {
+    const body = pm.response.json();
+    pm.expect(body.id).to.eql(Number(pm.variables.get('reply_id')));
+    pm.expect(body.status, 'is the worker (flask worker) running?').to.be.oneOf(['complete', 'failed', 'blocked']);
+});
+`),
+  },
+  {
+    name: 'Regenerate reply',
+    method: 'POST',
+    path: '/chatroom/{{chatroom_id}}/message/{{reply_id}}/regenerate',
+    description: '202 with a new pending reply to the same user message (given the reply or the user message), '
+      + 'beside the earlier one: they are siblings (`sibling_ids`), and the new one becomes the room\'s active '
+      + 'leaf. Uses one quota unit (unlike retry); 409 `reply_in_progress` while a reply to the message is '
+      + 'pending. Captures the first reply as `first_reply_id` and the new one as `reply_id`.',
+    test: lines(`
+${SAVE.join('\n')}
+${statusTest(202).join('\n')}
+${schemaTest('Message', 'regenerated reply').join('\n')}
+const body = pm.response.json();
+pm.test('a new pending reply to the same user message', () => {
+    const question = Number(pm.variables.get('message_id'));
+    pm.expect(body.id).to.not.eql(Number(pm.variables.get('reply_id')));
+    pm.expect(body.role).to.eql('model');
+    pm.expect(body.status).to.eql('pending');
+    pm.expect(body.reply_to).to.eql(question);
+    pm.expect(body.parent_id).to.eql(question);
+});
+${RATE_HEADERS.join('\n')}
+if (pm.response.code === 202) {
+    save('first_reply_id', pm.variables.get('reply_id'));
+    save('reply_id', body.id);
+}
+`),
+  },
+  {
+    name: 'Stop reply',
+    method: 'POST',
+    path: '/chatroom/{{chatroom_id}}/message/{{reply_id}}/stop',
+    description: 'Stops the regenerated reply: 200 with it ended `stopped` and the text generated so far (empty, '
+      + 'and its quota unit given back, when Gemini had not been called). The reply may already have ended '
+      + '(without GEMINI_API_KEY it fails at once): 409 `not_stoppable`, or 200 with the outcome the attempt reached '
+      + 'first. 202 (still pending) when the attempt running it had not reached its next chunk within 5 s.',
+    test: lines(`
+${statusTest(200, 202, 409).join('\n')}
+const body = pm.response.json();
+if (pm.response.code === 409) {
+    pm.test('409 not_stoppable: the reply had already ended', () => pm.expect(body.error).to.eql('not_stoppable'));
+} else {
+${schemaTest('Message', 'stopped reply').map((l) => '    ' + l).join('\n')}
+    pm.test('our reply: ended (200) or still ending (202)', () => {
+        pm.expect(body.id).to.eql(Number(pm.variables.get('reply_id')));
+        pm.expect(body.role).to.eql('model');
+        if (pm.response.code === 202) {
+            pm.expect(body.status).to.eql('pending');
+        } else {
+            pm.expect(body.status).to.be.oneOf(['stopped', 'complete', 'failed', 'blocked']);
+            pm.expect(body.completed_at).to.be.a('string');
+        }
+    });
+    pm.test('a stopped reply keeps the text so far, with no error', () => {
+        if (body.status === 'stopped') {
+            pm.expect(body.error).to.eql(null);
+            pm.expect(body.content).to.be.a('string');
+        }
+    });
+}
+`),
+  },
+  {
+    name: 'Edit first question',
+    method: 'POST',
+    path: '/chatroom/{{chatroom_id}}/message',
+    description: 'Editing is posting under an earlier parent: `parent_id` null puts the new text beside the room\'s '
+      + 'first question (`parent_id` a reply: after that reply; absent: after the active leaf). 202 with the new '
+      + 'user message and its pending reply, a new branch that becomes the active one. Uses one quota unit. '
+      + 'Captures `edited_message_id` and `edited_reply_id`.',
+    body: { content: 'Hello again from Postman! Say hi back in three words.', parent_id: null },
+    test: lines(`
+${SAVE.join('\n')}
+${statusTest(202).join('\n')}
+${schemaTest('PostedMessage').join('\n')}
+const body = pm.response.json();
+pm.test('a new first question with its pending reply', () => {
+    pm.expect(body.message.id).to.not.eql(Number(pm.variables.get('message_id')));
+    pm.expect(body.message.role).to.eql('user');
+    pm.expect(body.message.parent_id).to.eql(null);
+    pm.expect(body.message.content).to.eql('Hello again from Postman! Say hi back in three words.');
+    pm.expect(body.reply.status).to.eql('pending');
+    pm.expect(body.reply.reply_to).to.eql(body.message.id);
+    pm.expect(body.reply.parent_id).to.eql(body.message.id);
+});
+${RATE_HEADERS.join('\n')}
+save('edited_message_id', body.message.id);
+save('edited_reply_id', body.reply.id);
+`),
+  },
+  {
+    name: 'Get the edited question\'s reply (long-poll ?wait=5)',
+    method: 'GET',
+    path: '/chatroom/{{chatroom_id}}/message/{{edited_reply_id}}?wait=5',
+    description: 'The new branch is answered like any post; the history Gemini gets is that branch alone (the '
+      + 'edited question, not the one it replaced).',
+    test: lines(`
+${statusTest(200).join('\n')}
+${schemaTest('Message').join('\n')}
+pm.test('the edited question\\'s reply, finished', () => {
+    const body = pm.response.json();
+    pm.expect(body.id).to.eql(Number(pm.variables.get('edited_reply_id')));
+    pm.expect(body.parent_id).to.eql(Number(pm.variables.get('edited_message_id')));
+    pm.expect(body.status, 'is the worker (flask worker) running?').to.be.oneOf(['complete', 'failed', 'blocked']);
+});
+`),
+  },
+  {
+    name: 'Switch branch',
+    method: 'PUT',
+    path: '/chatroom/{{chatroom_id}}/active-leaf',
+    rawBody: '{\n  "message_id": {{first_reply_id}}\n}',
+    description: 'Makes the branch through a message the active one (it continues to that message\'s newest '
+      + 'descendant): back to the first question and its first reply. 200 with the room along that branch; each '
+      + 'message lists its `sibling_ids` (itself included, oldest first), so a client can show "1 / 2".',
+    test: lines(`
+${statusTest(200).join('\n')}
+${schemaTest('ChatroomDetail').join('\n')}
+const body = pm.response.json();
+const first = Number(pm.variables.get('first_reply_id'));
+pm.test('the first reply is the active leaf; the branch is the first question and that reply', () => {
+    pm.expect(body.active_leaf_id).to.eql(first);
+    pm.expect(body.messages.map((m) => m.id)).to.eql([Number(pm.variables.get('message_id')), first]);
+});
+pm.test('siblings: the edited question beside the first, the regenerated reply beside the first reply', () => {
+    pm.expect(body.messages[0].sibling_ids).to.eql(
+        [Number(pm.variables.get('message_id')), Number(pm.variables.get('edited_message_id'))]);
+    pm.expect(body.messages[1].sibling_ids).to.eql([first, Number(pm.variables.get('reply_id'))]);
 });
 `),
   },
@@ -1098,7 +1251,10 @@ const VARIABLES = [
   ['chatroom_id', '', ''],
   ['chatroom_name', '', ''],
   ['message_id', '', 'The user message posted.'],
-  ['reply_id', '', 'Its model reply.'],
+  ['reply_id', '', 'Its model reply; from "Regenerate reply" on, the regenerated one.'],
+  ['first_reply_id', '', 'The first reply, once it has a regenerated sibling.'],
+  ['edited_message_id', '', 'The edited first question (a new branch).'],
+  ['edited_reply_id', '', 'Its reply.'],
   ['idempotency_key', '', ''],
 ];
 
@@ -1107,7 +1263,8 @@ const collection = {
     _postman_id: '6f1c2a4e-8d0b-4f3e-9a57-2b1d0c9e7f10',
     name: 'gemini-backend',
     description: 'The gemini-backend REST API (see API.md) as a runnable flow: sign-up → OTP login → password '
-      + 'login → refresh → profile and usage → chatrooms → messages (202, long-poll, page, SSE stream, retry) → '
+      + 'login → refresh → profile and usage → chatrooms → messages (202, long-poll, page, SSE stream, retry, '
+      + 'feedback, regenerate, stop, edit, switch branch) → '
       + 'subscription → webhook → error cases → password change, logout and cleanup.\n\n'
       + 'Run it in order (Collection Runner or `postman/run.sh`, which starts a fresh server and runs newman). '
       + 'Every request tests its status and response shape; the collection-level test checks the error shape '

@@ -175,8 +175,8 @@ class RoomQuerySchema(ma.Schema):
 
 
 class PageQuerySchema(ma.Schema):
-    before = ma.fields.Integer(validate=ma.validate.Range(min=1, max=MAX_ID), metadata={"description": "Messages older than this id."})
-    after = ma.fields.Integer(validate=ma.validate.Range(min=0, max=MAX_ID), metadata={"description": "Messages newer than this id."})
+    before = ma.fields.Integer(validate=ma.validate.Range(min=1, max=MAX_ID), metadata={"description": "Messages before this one, on its branch."})
+    after = ma.fields.Integer(validate=ma.validate.Range(min=0, max=MAX_ID), metadata={"description": "Messages after this one, on the active branch (0: from the first)."})
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=200))
 
     @ma.validates_schema

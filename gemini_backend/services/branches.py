@@ -1,9 +1,8 @@
 """The message tree of a room: the branch from a message up to the root, siblings, and the active leaf.
 
 Every message has a parent (a user message follows a reply, a reply answers its user message), so a room is a
-tree and a branch is the path from one message to the root. Along a path ids only grow (a child is created after
-its parent), so "older" and "newer" on a branch are id order. The room's active_leaf_id names the branch it shows
-and continues; every post and regeneration makes its new reply the active leaf.
+tree and a branch is the path from one message to the root, read in depth order. The room's active_leaf_id names the
+branch it shows and continues; every post and regeneration makes its new reply the active leaf.
 """
 from __future__ import annotations
 
@@ -19,45 +18,43 @@ from gemini_backend.models import Chatroom, Message
 messages = Message.__table__
 
 
-def ancestry(start: Any, room_id: Any = None, max_rows: int | None = None, newer_than: int | None = None) -> CTE:
-    """A recursive CTE of (id, depth): the message `start` (an id or a bind parameter) and its ancestors, nearest
-    first, at most max_rows of them, stopping at the first id not above newer_than."""
+def ancestry(start: Any, room_id: Any = None, max_rows: int | None = None, stop_at: int | None = None) -> CTE:
+    """A recursive CTE of (id, depth): the message `start` (an id or a bind parameter; depth 1) and its ancestors,
+    at most max_rows of them, ending below stop_at (which it leaves out) when that is one of them."""
     anchor = select(messages.c.id, messages.c.parent_id, literal(1).label("depth")).where(messages.c.id == start)
     if room_id is not None:
         anchor = anchor.where(messages.c.chatroom_id == room_id)
-    if newer_than is not None:
-        anchor = anchor.where(messages.c.id > newer_than)
+    if stop_at is not None:
+        anchor = anchor.where(messages.c.id != stop_at)
     path = anchor.cte("path", recursive=True)
     parent = messages.alias("parent")
     step = select(parent.c.id, parent.c.parent_id, path.c.depth + 1).join(path, parent.c.id == path.c.parent_id)
     if max_rows is not None:
         step = step.where(path.c.depth < max_rows)
-    if newer_than is not None:
-        step = step.where(parent.c.id > newer_than)
+    if stop_at is not None:
+        step = step.where(parent.c.id != stop_at)
     return path.union_all(step)
 
 
 def branch_page(room: Chatroom, before: int | None, after: int | None, limit: int) -> tuple[list[Message], bool]:
     """A page of the room's active branch, oldest first: its newest `limit` messages, or those before a message
-    (on that message's branch) or after an id; with each message's sibling_ids; and whether more exist."""
+    (on that message's branch) or after one; with each message's sibling_ids; and whether more exist."""
     if before is not None:
         path = ancestry(before, room.id, max_rows=limit + 2)
-        newest_first = True
     elif room.active_leaf_id is None:
         return [], False
-    elif after is not None:
-        path = ancestry(room.active_leaf_id, room.id, newer_than=after)
-        newest_first = False
     else:
-        path = ancestry(room.active_leaf_id, room.id, max_rows=limit + 1)
-        newest_first = True
+        path = ancestry(room.active_leaf_id, room.id, max_rows=None if after is not None else limit + 1,
+                        stop_at=after)
     query = select(Message).join(path, Message.id == path.c.id)
     if before is not None:
-        query = query.where(Message.id < before)
-    order = Message.id.desc() if newest_first else Message.id.asc()
+        query = query.where(path.c.depth > 1)  # the message itself is not before itself
+    # Depth, not id: a branch is in creation order, but rows written before the tree may interleave.
+    nearest_first = after is None
+    order = path.c.depth.asc() if nearest_first else path.c.depth.desc()
     rows = list(db.session.scalars(query.order_by(order).limit(limit + 1)).all())
     page = rows[:limit]
-    if newest_first:
+    if nearest_first:
         page.reverse()
     with_siblings(room.id, page)
     return page, len(rows) > limit

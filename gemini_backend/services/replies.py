@@ -51,7 +51,7 @@ _TAKE_LEASE = (
 _HISTORY_COLUMNS = (messages.c.id, messages.c.role, messages.c.content, messages.c.status, messages.c.reply_to)
 # The branch the reply answers: its user message and that message's ancestors, never another branch.
 _PATH = ancestry(bindparam("user_message_id"), max_rows=HISTORY_ROWS)
-_HISTORY = select(*_HISTORY_COLUMNS).join(_PATH, messages.c.id == _PATH.c.id).order_by(messages.c.id.desc())
+_HISTORY = select(*_HISTORY_COLUMNS).join(_PATH, messages.c.id == _PATH.c.id).order_by(_PATH.c.depth)
 _ROOM_SETTINGS = select(*(chatrooms.c[name] for name in RoomSettings.__dataclass_fields__)).where(
     chatrooms.c.id == bindparam("room_id"))
 _WRITE_OUTCOME = (
