@@ -62,6 +62,7 @@ def route_of(app, method: str, path: str) -> str:
 
 def test_metrics_move_as_the_postman_run_did(app, fleet, fake_gemini):
     fake_gemini.reset()
+    fake_gemini.chunk_count = 1
     folder = tempfile.TemporaryDirectory(prefix="gb-metrics-")
     env = {**WORKER_ENV, "GEMINI_BASE_URL": fake_gemini.base_url, "METRICS_TOKEN": TOKEN,
            "PROMETHEUS_MULTIPROC_DIR": folder.name}  # this deployment's samples only
@@ -90,16 +91,25 @@ def test_metrics_move_as_the_postman_run_did(app, fleet, fake_gemini):
     assert counted == dict(made), {"newman": dict(made), "metrics": counted}
     assert len(made) >= 20 and any(status.startswith("4") for _, _, status in made)
 
-    # Replies by outcome: the run produced one reply (its replay and retry made none), and it completed.
+    # Replies by outcome: the run produced three replies (its replay and retry made none): the first answer, its
+    # regeneration and the edited question's. The collection stops the regeneration at once, so that one ended
+    # `complete` (409: it had ended), or `stopped`: mid-stream, after a Gemini call, or before any (then untimed).
     reply = run.response_json("Get reply (long-poll ?wait=5)")
     assert reply["status"] == "complete"
-    assert moved(before, after, REPLIES) == {frozenset({"outcome": "complete"}.items()): 1.0}
+    stop = run.response_json("Stop reply")
+    regenerated = "complete" if stop.get("error") == "not_stoppable" else stop["status"]
+    assert regenerated in ("complete", "stopped"), stop
+    called = regenerated == "complete" or bool(stop.get("content"))
+    outcomes = Counter(["complete", "complete", regenerated])
+    timed = Counter(["complete", "complete"] + ([regenerated] if called else []))
+    assert moved(before, after, REPLIES) == {frozenset({"outcome": o}.items()): float(n) for o, n in outcomes.items()}
     assert moved(before, after, "gemini_backend_reply_duration_seconds_count") == {
-        frozenset({"outcome": "complete"}.items()): 1.0}
+        frozenset({"outcome": o}.items()): float(n) for o, n in timed.items()}
 
-    # Tokens by direction: what the fake Gemini reported for each call it answered.
+    # Tokens by direction: what the fake Gemini reported for each call it answered (one chunk per answer, which
+    # carries its usage, so a stop after it leaves no call's tokens unreported).
     calls = fake_gemini.requests
-    assert len(calls) == 1
+    assert len(calls) == sum(timed.values())
     model = calls[0]["model"]
     usage = [_usage(call["body"], default_reply(call["body"])) for call in calls]
     assert moved(before, after, TOKENS) == {
@@ -107,7 +117,7 @@ def test_metrics_move_as_the_postman_run_did(app, fleet, fake_gemini):
         frozenset({"direction": "out", "model": model}.items()): float(sum(u["candidatesTokenCount"] for u in usage)),
     }
     assert moved(before, after, "gemini_backend_reply_first_chunk_seconds_count") == {
-        frozenset({"model": model}.items()): 1.0}
+        frozenset({"model": model}.items()): float(len(calls))}
     # Nothing is left open or queued once the run is over.
     assert after[("gemini_backend_open_streams", frozenset())] == 0
     assert after[("gemini_backend_queue_depth", frozenset())] == 0

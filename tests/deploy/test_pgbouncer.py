@@ -127,10 +127,12 @@ def test_postman_collection_passes_through_pgbouncer(app, web, pooled, pgbouncer
     assertions = run.report["run"]["stats"]["assertions"]
     assert assertions["failed"] == 0 and assertions["total"] >= 100, assertions
     assert _transactions(pgbouncer) - before >= len(run.executions), "the run's transactions must pass PgBouncer"
-    # The collection deletes its room at the end; its long-poll saw the reply the pooled consumer produced.
+    # The collection deletes its room at the end; its long-polls saw the replies the pooled consumer produced.
     reply = run.response_json("Get reply (long-poll ?wait=5)")
     assert (reply["status"], reply["content"]) == ("complete", "Echo: Hello from Postman! Say hi back in five words.")
-    assert len(fake_gemini.requests) == 1
+    # The first answer, its regeneration (unless the collection's stop came before its call) and the edited
+    # question's, all through the pooler.
+    assert len(fake_gemini.requests) in (2, 3)
 
 
 def test_r1_kill9_consumer_with_20_replies_in_flight_through_pgbouncer(app, web, pooled, fleet, fake_gemini):
