@@ -54,7 +54,7 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
         # A Core connection, not the ORM session: the post reads no objects, and a session's set-up and
         # bookkeeping cost more CPU than the statement itself.
         with db.engine.begin() as conn:
-            # The room update comes first: it proves ownership (404 before any quota is used), and its row lock
+            # The room row comes first (locked): it proves ownership (404 before any quota is used), and its lock
             # is held while the quota is taken, so a refused post leaves nothing behind when it rolls back.
             rows = _insert_exchange(conn, user_id, room_id, content, parent_id, quota.day_of(now), now)
             if rows is None:
