@@ -73,14 +73,13 @@ class GeminiSettings:
             return (str(value).strip() or None) if value is not None else None
 
         timeout = config.get("GEMINI_TIMEOUT")
-        budget = config.get("GEMINI_HISTORY_TOKEN_BUDGET")
         return cls(
             api_key=text("GEMINI_API_KEY"),
             model=choosable_models(config)[0],
             base_url=text("GEMINI_BASE_URL"),
             timeout=float(timeout) if timeout not in (None, "") else 30.0,
             system_instruction=text("GEMINI_SYSTEM_INSTRUCTION"),
-            history_token_budget=int(budget) if budget not in (None, "") else 8000,
+            history_token_budget=history_budget(config),
             max_connections=int(config.get("WORKER_CONCURRENCY") or 100),
         )
 
@@ -103,9 +102,31 @@ class RoomSettings:
     max_output_tokens: int | None = None
 
 
+def history_budget(config: Mapping[str, Any]) -> int:
+    """GEMINI_HISTORY_TOKEN_BUDGET: the estimated tokens of history (text and files) a request sends."""
+    budget = config.get("GEMINI_HISTORY_TOKEN_BUDGET")
+    return int(budget) if budget not in (None, "") else 8000
+
+
 def choosable_models(config: Mapping[str, Any]) -> list[str]:
     """GEMINI_MODELS, the models a room may choose (the first is the default), else GEMINI_MODEL alone."""
     return list(config.get("GEMINI_MODELS") or [config.get("GEMINI_MODEL") or DEFAULT_MODEL])
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a user turn as an inline part; data is loaded only for the turns a request sends."""
+
+    mime_type: str
+    sha256: str
+    tokens: int  # its cost against the history budget (attachment_tokens)
+    data: bytes | None = None
+    file_id: int = 0
+
+    @property
+    def wire_mime_type(self) -> str:
+        """The type Gemini is told: Markdown is plain text to it."""
+        return "text/plain" if self.mime_type.startswith("text/") else self.mime_type
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,12 @@ class Turn:
 
     role: str  # "user" or "model"
     text: str
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def tokens(self) -> int:
+        """Its estimated cost: the text's and its files'."""
+        return estimate_tokens(self.text) + sum(a.tokens for a in self.attachments)
 
 
 @dataclass
@@ -186,45 +213,130 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8")) / 4)
 
 
-def build_contents(history: Sequence[Turn], budget_tokens: int) -> list[types.Content]:
-    """Keep the newest turns that fit in the budget (always keep the last user turn, truncated from the front if it alone exceeds it), merge consecutive same-role turns, and drop leading model turns so the first content is a user turn."""
-    from google.genai import types
+# Gemini's per-image cost: 258 tokens for an image within 384x384 pixels, else 258 per 768x768 tile.
+IMAGE_TILE_TOKENS = 258
+IMAGE_TILE_PIXELS = 768
+SMALL_IMAGE_PIXELS = 384
+UNKNOWN_IMAGE_TILES = 4  # an image whose size its first bytes do not tell (HEIC, a JPEG with a large EXIF block)
+PDF_PAGE_TOKENS = 258
+PDF_BYTES_PER_PAGE = 100_000  # pages are estimated from the size: the bytes are read only for the turns sent
+IMAGE_HEAD_BYTES = 64  # enough of a PNG, GIF or WEBP to read its size
+JPEG_HEAD_BYTES = 65536  # a JPEG's size sits in its SOF segment, after its EXIF block
 
+
+def attachment_tokens(mime_type: str, size: int, head: bytes | None = None) -> int:
+    """A file's estimated cost in prompt tokens (head: its first bytes, for an image's size)."""
+    if mime_type.startswith("image/"):
+        dimensions = image_size(head or b"")
+        if dimensions is None:
+            return UNKNOWN_IMAGE_TILES * IMAGE_TILE_TOKENS
+        width, height = dimensions
+        if width <= SMALL_IMAGE_PIXELS and height <= SMALL_IMAGE_PIXELS:
+            return IMAGE_TILE_TOKENS
+        return math.ceil(width / IMAGE_TILE_PIXELS) * math.ceil(height / IMAGE_TILE_PIXELS) * IMAGE_TILE_TOKENS
+    if mime_type == "application/pdf":
+        return max(1, math.ceil(size / PDF_BYTES_PER_PAGE)) * PDF_PAGE_TOKENS
+    return math.ceil(size / 4)  # text, as estimate_tokens counts it
+
+
+def image_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first bytes of a PNG, GIF, WEBP or JPEG; None when they do not tell."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8X":
+            return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+        if chunk == b"VP8L":
+            bits = int.from_bytes(head[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if chunk == b"VP8 ":
+            return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+        return None
+    if head[:2] == b"\xff\xd8":
+        return _jpeg_size(head)
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """Walk a JPEG's segments to its SOF (start of frame), which holds the height and width."""
+    at = 2
+    while at + 9 <= len(head):
+        if head[at] != 0xFF:
+            return None
+        marker = head[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            at += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(head[at + 7:at + 9], "big"), int.from_bytes(head[at + 5:at + 7], "big")
+        at += 2 + int.from_bytes(head[at + 2:at + 4], "big")
+    return None
+
+
+def fit_history(history: Sequence[Turn], budget_tokens: int) -> list[Turn]:
+    """The turns a request sends: the newest that fit in the budget (always the last user turn with its files,
+    its text truncated from the front if that alone exceeds the budget), up to the last user turn."""
     if budget_tokens < 1:
         raise ValueError(f"budget_tokens must be positive, got {budget_tokens}")
     for turn in history:
         if turn.role not in ("user", "model"):
             raise ValueError(f"unknown turn role {turn.role!r}; expected 'user' or 'model'")
     # Gemini rejects empty parts, and anything after the last user turn is not what we are answering.
-    turns = [turn for turn in history if turn.text.strip()]
+    turns = [turn for turn in history if turn.text.strip() or turn.attachments]
     last_user = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "user"), None)
     if last_user is None:
         return []
     turns = turns[: last_user + 1]
 
     newest = turns[-1]
-    used = estimate_tokens(newest.text)
-    if used > budget_tokens:
-        newest = Turn("user", _keep_tail(newest.text, budget_tokens))
-        used = estimate_tokens(newest.text)
+    if estimate_tokens(newest.text) > budget_tokens:
+        newest = dataclasses.replace(newest, text=_keep_tail(newest.text, budget_tokens))
+    # The question's own files always go: they are what it asks about (they may take it over the budget).
+    used = newest.tokens
     kept = [newest]
     for turn in reversed(turns[:-1]):
-        cost = estimate_tokens(turn.text)
+        cost = turn.tokens
         if used + cost > budget_tokens:
             break  # keep a contiguous recent window: a gap would make the conversation incoherent
         kept.append(turn)
         used += cost
     kept.reverse()
+    return kept
+
+
+def build_contents(history: Sequence[Turn], budget_tokens: int) -> list[types.Content]:
+    """The request contents: fit_history's turns, consecutive same-role turns merged, leading model turns dropped
+    so the first content is a user turn; each turn's files as inline parts before its text."""
+    from google.genai import types
 
     merged: list[Turn] = []
-    for turn in kept:
+    for turn in fit_history(history, budget_tokens):
         if merged and merged[-1].role == turn.role:
-            merged[-1] = Turn(turn.role, f"{merged[-1].text}\n\n{turn.text}")
+            previous = merged[-1]
+            text = "\n\n".join(t for t in (previous.text, turn.text) if t.strip())
+            merged[-1] = Turn(turn.role, text, previous.attachments + turn.attachments)
         else:
             merged.append(turn)
     while merged and merged[0].role == "model":
         merged.pop(0)
-    return [types.Content(role=t.role, parts=[types.Part(text=t.text)]) for t in merged]
+    return [types.Content(role=t.role, parts=_parts(t)) for t in merged]
+
+
+def _parts(turn: Turn) -> list[types.Part]:
+    """A turn's files (inline data, sent base64 as inlineData), then its text."""
+    from google.genai import types
+
+    parts = [types.Part.from_bytes(data=a.data, mime_type=a.wire_mime_type)
+             for a in turn.attachments if a.data is not None]
+    if turn.text.strip():
+        parts.append(types.Part(text=turn.text))
+    return parts
 
 
 def _keep_tail(text: str, budget_tokens: int) -> str:

@@ -42,6 +42,10 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+# What Gemini reads as inline parts: images, PDF, and text (Markdown is sent to it as text/plain).
+DEFAULT_ATTACHMENT_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/gif", "application/pdf",
+                            "text/plain", "text/markdown")
+
 # Replies a consumer runs at once: a greenlet costs a few KiB while it waits on Gemini; a thread or process much more.
 DEFAULT_WORKER_CONCURRENCY = {"greenlet": 256, "thread": 8, "process": 2}
 
@@ -166,9 +170,16 @@ def load_config(env: Mapping[str, str] | None = None, instance_path: str | Path 
         "BASIC_DAILY_LIMIT": _int(env, "BASIC_DAILY_LIMIT", 5),
         "PRO_MINUTE_LIMIT": _int(env, "PRO_MINUTE_LIMIT", 60),
         "AUTH_RATE_LIMIT": env.get("AUTH_RATE_LIMIT") or "30 per minute",
+        # Reads of a public share link (GET /shared/{id}) per client address.
+        "SHARE_RATE_LIMIT": env.get("SHARE_RATE_LIMIT") or "120 per minute",
         "CHATROOM_CACHE_TTL": _int(env, "CHATROOM_CACHE_TTL", 300),
         "CORS_ORIGINS": [o.strip().rstrip("/") for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()],
         "GEMINI_RESPONSE_CACHE_TTL": _int(env, "GEMINI_RESPONSE_CACHE_TTL", 0),
+        # Attachments (POST /files): the largest file per tier, and the MIME types accepted (read from the bytes).
+        "UPLOAD_MAX_BYTES": _int(env, "UPLOAD_MAX_BYTES", 10 * 1024 * 1024),
+        "UPLOAD_MAX_BYTES_PRO": _int(env, "UPLOAD_MAX_BYTES_PRO", 20 * 1024 * 1024),
+        "ATTACHMENT_TYPES": [t.strip().lower() for t in (env.get("ATTACHMENT_TYPES") or "").split(",") if t.strip()]
+        or list(DEFAULT_ATTACHMENT_TYPES),
         # HTTP
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 256 * 1024),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),

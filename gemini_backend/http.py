@@ -10,7 +10,7 @@ from pathlib import Path
 import flask_smorest
 import marshmallow as ma
 import swagger_ui_bundle
-from typing import Any
+from typing import Any, Callable
 
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 from flask.sessions import SessionInterface
@@ -129,8 +129,12 @@ def install(app: Flask) -> None:
             return None  # 404/405 win over a body problem
         if request.method in _BODY_METHODS and (request.content_length or request.headers.get("Transfer-Encoding")):
             if not request.is_json:
-                return error_response(415, "unsupported_media_type",
-                                      "Send the body as JSON with Content-Type: application/json.")
+                if not _takes_multipart(app):
+                    return error_response(415, "unsupported_media_type",
+                                          "Send the body as JSON with Content-Type: application/json.")
+                if request.mimetype != "multipart/form-data":
+                    return error_response(415, "unsupported_media_type",
+                                          "Send the file as multipart/form-data, in the field `file`.")
         return None
 
     # Ahead of Flask-Limiter's check (bound earlier, in bind_storage): its 429 carries the request id, and a body
@@ -152,6 +156,26 @@ def install(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def multipart_body(limit: Callable[[], int]):
+    """Decorator, under @jwt_required: the route takes a multipart/form-data body (an upload) of at most limit()
+    bytes, its own limit in place of MAX_CONTENT_LENGTH (Werkzeug answers 413 above it, before the form is read)."""
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            request.max_content_length = limit()
+            return view(*args, **kwargs)
+        wrapper.takes_multipart = True  # type: ignore[attr-defined]  # copied up by the decorators above
+        return wrapper
+    return decorator
+
+
+def _takes_multipart(app: Flask) -> bool:
+    """Whether the requested route is a multipart_body one (asked only of bodies that are not JSON)."""
+    view = app.view_functions.get(request.endpoint or "")
+    handler = getattr(getattr(view, "view_class", None), request.method.lower(), view)
+    return bool(getattr(handler, "takes_multipart", False))
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

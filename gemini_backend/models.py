@@ -4,8 +4,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        TypeDecorator, UniqueConstraint, text)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
+                        Text, TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gemini_backend.extensions import db
@@ -40,6 +40,9 @@ class User(db.Model):
     """An account, identified by its E.164 phone number."""
 
     __tablename__ = "users"
+    # SQLite would otherwise give a deleted account's id to the next sign-up, and with it the deleted account's
+    # unexpired tokens and late Stripe events (they name the user by id).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     phone: Mapped[str] = mapped_column(String(20), unique=True)
@@ -178,6 +181,52 @@ class Message(db.Model):
     # Not stored: the ids of the messages with the same parent, set by services.branches for the answers that
     # show a branch (room detail, message pages).
     sibling_ids = None
+
+
+class StoredFile(db.Model):
+    """A file a user uploaded to attach to messages: its bytes in the database, where every web process and
+    consumer reads them; stored once per user and content hash."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("user_id", "sha256", name="uq_files_user_id_sha256"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # Deferred: listing and checking files never loads their bytes.
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageAttachment(db.Model):
+    """A file attached to a user message, in the order the user gave."""
+
+    __tablename__ = "message_attachments"
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    # No cascade: a file a message uses cannot be deleted (409); deleting the message or the account removes the
+    # attachment row in the same statement.
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id"), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+class Share(db.Model):
+    """A read-only snapshot of a room's active branch as it was when shared; anyone with its id may read it."""
+
+    __tablename__ = "shares"
+
+    # Unguessable: secrets.token_urlsafe(32), 256 bits.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chatroom_id: Mapped[int] = mapped_column(ForeignKey("chatrooms.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    chatroom_name: Mapped[str] = mapped_column(String(100))
+    # The shared messages as MessageSchema dumped them: frozen, so later edits, regenerations and messages of
+    # the room never show through the link.
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Subscription(db.Model):

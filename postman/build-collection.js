@@ -68,6 +68,12 @@ const chatroom = {
     max_output_tokens: { type: ['integer', 'null'], minimum: 1 },
     active_leaf_id: { anyOf: [id, { type: 'null' }] },
 };
+const Attachment = object({
+    id,
+    name: text,
+    mime_type: text,
+    size: { type: 'integer', minimum: 1 },
+});
 const message = {
     id,
     chatroom_id: id,
@@ -91,6 +97,7 @@ const message = {
         comment: { anyOf: [{ type: 'string' }, { type: 'null' }] },
         updated_at: ts,
     })] },
+    attachments: { type: 'array', items: Attachment },
 };
 const Message = object(message);
 // A message of a branch (room detail, pages) also names its siblings, itself included: "2 / 3".
@@ -124,6 +131,38 @@ const SCHEMAS = {
     Checkout: object({ checkout_url: url, url, session_id: text }),
     Portal: object({ url }),
     WebhookReceived: object({ received: { const: true } }),
+    File: object({ ...Attachment.properties, sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' }, created_at: ts }),
+    SearchPage: object({
+        results: { type: 'array', items: object({
+            chatroom_id: id,
+            chatroom_name: text,
+            message_id: id,
+            role: { enum: ['user', 'model'] },
+            snippet: { type: 'string' },
+            created_at: ts,
+        }) },
+        has_more: { type: 'boolean' },
+        next_before: { type: ['string', 'null'] },
+    }),
+    Share: object({ id: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' }, url, created_at: ts }),
+    // A shared message: only these fields (no feedback, usage, error, attachments or chatroom id).
+    SharedSnapshot: object({
+        chatroom_name: text,
+        messages: { type: 'array', items: {
+            ...object({
+                id,
+                role: message.role,
+                content: message.content,
+                status: message.status,
+                reply_to: message.reply_to,
+                parent_id: message.parent_id,
+                created_at: ts,
+                completed_at: tsOrNull,
+            }),
+            additionalProperties: false,
+        } },
+        created_at: ts,
+    }),
 };
 `;
 // eslint-disable-next-line no-new-func
@@ -197,8 +236,10 @@ function url(pathWithQuery) {
 }
 
 /**
- * spec: {name, method, path, body?, rawBody?, contentType?, headers?, auth?: 'none'|'refresh'|'bearer:{{var}}',
+ * spec: {name, method, path, body?, rawBody?, contentType?, formData?, headers?, auth?: 'none'|'bearer:{{var}}',
  *        description, pre?: [lines], test: [lines]}
+ * formData: multipart/form-data parts, as Postman writes them ({key, type: 'text', value} or
+ * {key, type: 'file', src}); newman reads a file part's `src` relative to its working directory.
  */
 function request(spec) {
   const headers = [...(spec.headers || [])];
@@ -210,6 +251,8 @@ function request(spec) {
       raw: spec.rawBody !== undefined ? spec.rawBody : JSON.stringify(spec.body, null, 2),
     };
     if (!spec.contentType) req.body.options = { raw: { language: 'json' } };
+  } else if (spec.formData) {
+    req.body = { mode: 'formdata', formdata: spec.formData };  // newman writes the Content-Type with its boundary
   }
   if (spec.auth === 'none') {
     req.auth = { type: 'noauth' };
@@ -922,6 +965,233 @@ pm.test('siblings: the edited question beside the first, the regenerated reply b
   },
 ]);
 
+const PIXEL = 'postman/fixtures/pixel.png';  // 70 bytes: a 1x1 PNG, committed beside this script
+
+const filesAndData = folder('Files and your data', 'Upload a file and ask about it, search your messages, export a '
+  + 'room and everything stored about you, share a room by link (read without a token) and revoke it; a file a '
+  + 'message uses cannot be deleted.', [
+  {
+    name: 'Upload a file',
+    method: 'POST',
+    path: '/files',
+    formData: [{ key: 'file', type: 'file', src: PIXEL, contentType: 'image/png' }],
+    description: 'multipart/form-data with the file in the field `file` (PNG, JPEG, WEBP, HEIC, GIF, PDF, text or '
+      + 'Markdown; the type is read from the bytes). 201 with its metadata; 200 with the file stored then when you '
+      + 'had already uploaded the same bytes. Captures `file_id`.\n\n'
+      + `The file is \`${PIXEL}\` of the repository: newman (postman/run.sh) runs from the repository root. In `
+      + 'the Postman app, choose a small image for the `file` part (or put the repository root as its working '
+      + 'directory).',
+    test: lines(`
+${SAVE.join('\n')}
+${statusTest(201, 200).join('\n')}
+${schemaTest('File').join('\n')}
+const body = pm.response.json();
+pm.test('the PNG, by its name, type and size', () => {
+    pm.expect(body.name).to.eql('pixel.png');
+    pm.expect(body.mime_type).to.eql('image/png');
+    pm.expect(body.size).to.eql(70);
+});
+save('file_id', body.id);
+`),
+  },
+  {
+    name: 'Ask about the file',
+    method: 'POST',
+    path: '/chatroom/{{chatroom_id}}/message',
+    rawBody: '{\n  "content": "What is in this picture?",\n  "attachment_ids": [{{file_id}}]\n}',
+    description: '`attachment_ids`: up to 10 of your files, sent to Gemini with the message (and with later ones '
+      + 'while they fit the history budget). 202 with the user message, which lists its `attachments` '
+      + '{id, name, mime_type, size}, and its pending reply, after the active leaf (the first branch). Uses one '
+      + 'quota unit. Captures `file_message_id` and `file_reply_id`.',
+    test: lines(`
+${SAVE.join('\n')}
+${statusTest(202).join('\n')}
+${schemaTest('PostedMessage').join('\n')}
+const body = pm.response.json();
+pm.test('the question lists the file; its reply is pending', () => {
+    pm.expect(body.message.content).to.eql('What is in this picture?');
+    pm.expect(body.message.attachments).to.eql([
+        { id: Number(pm.variables.get('file_id')), name: 'pixel.png', mime_type: 'image/png', size: 70 }]);
+    pm.expect(body.message.parent_id).to.eql(Number(pm.variables.get('first_reply_id')));
+    pm.expect(body.reply.status).to.eql('pending');
+    pm.expect(body.reply.reply_to).to.eql(body.message.id);
+    pm.expect(body.reply.attachments).to.eql([]);
+});
+${RATE_HEADERS.join('\n')}
+save('file_message_id', body.message.id);
+save('file_reply_id', body.reply.id);
+`),
+  },
+  {
+    name: 'Get the reply about the file (long-poll ?wait=5)',
+    method: 'GET',
+    path: '/chatroom/{{chatroom_id}}/message/{{file_reply_id}}?wait=5',
+    description: 'As "Get reply": answers when the reply has ended, or after 5 s.',
+    test: lines(`
+${statusTest(200).join('\n')}
+${schemaTest('Message').join('\n')}
+pm.test('the reply about the file, finished', () => {
+    const body = pm.response.json();
+    pm.expect(body.id).to.eql(Number(pm.variables.get('file_reply_id')));
+    pm.expect(body.reply_to).to.eql(Number(pm.variables.get('file_message_id')));
+    pm.expect(body.status, 'is the worker (flask worker) running?').to.be.oneOf(['complete', 'failed', 'blocked']);
+});
+`),
+  },
+  {
+    name: 'Get the question with its file',
+    method: 'GET',
+    path: '/chatroom/{{chatroom_id}}/message/{{file_message_id}}',
+    description: 'A user message read back lists its attachments too.',
+    test: lines(`
+${statusTest(200).join('\n')}
+${schemaTest('Message').join('\n')}
+pm.test('attachments: the file', () => {
+    const body = pm.response.json();
+    pm.expect(body.id).to.eql(Number(pm.variables.get('file_message_id')));
+    pm.expect(body.attachments.map((a) => a.id)).to.eql([Number(pm.variables.get('file_id'))]);
+});
+`),
+  },
+  {
+    name: 'Search',
+    method: 'GET',
+    path: '/search?q=postman',
+    description: 'Your messages that match, best first, in every room and every branch: words (all must match), '
+      + '"quoted phrases", OR, -word. Each result has a `snippet`, HTML-escaped, with the matches in <mark>...</mark>. '
+      + 'Page on with `before` = `next_before`.',
+    test: lines(`
+${statusTest(200).join('\n')}
+${schemaTest('SearchPage').join('\n')}
+const body = pm.response.json();
+pm.test('the first question is found, with the word marked', () => {
+    const hit = body.results.find((r) => r.message_id === Number(pm.variables.get('message_id')));
+    pm.expect(hit, 'the first question is a result').to.be.an('object');
+    pm.expect(hit.chatroom_id).to.eql(Number(pm.variables.get('chatroom_id')));
+    pm.expect(hit.chatroom_name).to.eql(pm.variables.get('chatroom_name'));
+    pm.expect(hit.role).to.eql('user');
+    pm.expect(hit.snippet).to.match(/<mark>postman<\\/mark>/i);
+});
+pm.test('every result marks a match', () => {
+    pm.expect(body.results).to.not.be.empty;
+    body.results.forEach((r) => pm.expect(r.snippet).to.include('<mark>'));
+});
+`),
+  },
+  {
+    name: 'Export room as Markdown',
+    method: 'GET',
+    path: '/chatroom/{{chatroom_id}}/export?format=markdown',
+    description: 'The active branch to read, as a text/markdown download: the room name as the title, then each '
+      + 'turn under a heading. `format=json` (the default) downloads the whole message tree.',
+    test: lines(`
+${statusTest(200).join('\n')}
+pm.test('a text/markdown download', () => {
+    pm.expect(pm.response.headers.get('Content-Type')).to.include('text/markdown');
+    pm.expect(pm.response.headers.get('Content-Disposition')).to.match(/^attachment; filename=".+\\.md"$/);
+});
+pm.test('a Markdown document titled with the room, with the question about the file', () => {
+    const textBody = pm.response.text();
+    pm.expect(textBody.startsWith('#'), textBody.slice(0, 80)).to.eql(true);
+    pm.expect(textBody.split('\\n')[0]).to.include(pm.variables.get('chatroom_name'));
+    pm.expect(textBody).to.include('What is in this picture?');
+});
+`),
+  },
+  {
+    name: 'Export my data',
+    method: 'GET',
+    path: '/user/export',
+    description: 'Everything stored about you as one JSON download: profile, subscription, usage, file metadata '
+      + '(no bytes), share links and every room with its whole message tree.',
+    test: lines(`
+${statusTest(200).join('\n')}
+pm.test('a JSON download', () => {
+    pm.expect(pm.response.headers.get('Content-Type')).to.include('application/json');
+    pm.expect(pm.response.headers.get('Content-Disposition')).to.match(/^attachment; filename=".+\\.json"$/);
+});
+const body = pm.response.json();
+pm.test('exported_at, user, subscription, usage, files, shares, chatrooms', () => {
+    pm.expect(body).to.have.all.keys('exported_at', 'user', 'subscription', 'usage', 'files', 'shares', 'chatrooms');
+});
+pm.test('it is ours: the user, the file (no bytes) and the room with every message', () => {
+    pm.expect(body.user.id).to.eql(Number(pm.variables.get('user_id')));
+    const file = body.files.find((f) => f.id === Number(pm.variables.get('file_id')));
+    pm.expect(file, 'the file is listed').to.be.an('object');
+    pm.expect(file).to.not.have.property('data');
+    const room = body.chatrooms.find((r) => r.id === Number(pm.variables.get('chatroom_id')));
+    pm.expect(room, 'the room is listed').to.be.an('object');
+    const ids = room.messages.map((m) => m.id);
+    ['message_id', 'first_reply_id', 'edited_message_id', 'file_message_id'].forEach((name) => {
+        pm.expect(ids, name).to.include(Number(pm.variables.get(name)));
+    });
+});
+`),
+  },
+  {
+    name: 'Share room',
+    method: 'POST',
+    path: '/chatroom/{{chatroom_id}}/shares',
+    description: 'A read-only snapshot of the active branch as it is now, behind an unguessable link anyone may '
+      + 'read (later messages, other branches, attachments, ratings and token counts are not shared). 201 with '
+      + '{id, url, created_at}; captures `share_id`.',
+    test: lines(`
+${SAVE.join('\n')}
+${statusTest(201).join('\n')}
+${schemaTest('Share').join('\n')}
+const body = pm.response.json();
+pm.test('url is GET /shared/{id}', () => pm.expect(body.url.endsWith('/shared/' + body.id)).to.eql(true));
+save('share_id', body.id);
+`),
+  },
+  {
+    name: 'Open share without a token',
+    method: 'GET',
+    path: '/shared/{{share_id}}',
+    auth: 'none',
+    description: 'The snapshot behind the link, no token needed: the room name then and its active branch, with '
+      + '`X-Robots-Tag: noindex`.',
+    test: lines(`
+${statusTest(200).join('\n')}
+${schemaTest('SharedSnapshot').join('\n')}
+const body = pm.response.json();
+pm.test('the room name and its active branch: the first question, its first reply, the question about the file', () => {
+    pm.expect(body.chatroom_name).to.eql(pm.variables.get('chatroom_name'));
+    const ids = body.messages.map((m) => m.id);
+    pm.expect(ids.slice(0, 3)).to.eql(['message_id', 'first_reply_id', 'file_message_id']
+        .map((name) => Number(pm.variables.get(name))));
+});
+pm.test('not for search engines', () => pm.expect(pm.response.headers.get('X-Robots-Tag')).to.include('noindex'));
+`),
+  },
+  {
+    name: 'Revoke share',
+    method: 'DELETE',
+    path: '/chatroom/{{chatroom_id}}/shares/{{share_id}}',
+    description: '204: the link answers 404 from now on.',
+    test: lines(`
+${statusTest(204).join('\n')}
+pm.test('no body', () => pm.expect(pm.response.text()).to.eql(''));
+`),
+  },
+  {
+    name: 'Shared link after revoke',
+    method: 'GET',
+    path: '/shared/{{share_id}}',
+    auth: 'none',
+    description: 'A revoked link (or one whose room was deleted) is 404 `share_not_found`.',
+    test: errorTest(404, 'share_not_found'),
+  },
+  {
+    name: 'Delete file in use',
+    method: 'DELETE',
+    path: '/files/{{file_id}}',
+    description: 'A file a message uses stays: 409 `file_in_use` (deleting the room frees it). A file no message '
+      + 'uses is deleted: 204.',
+    test: errorTest(409, 'file_in_use'),
+  },
+]);
+
 const subscription = folder('Subscription', 'Tier and Stripe status, Checkout and the Billing Portal. Without '
   + 'STRIPE_SECRET_KEY the Stripe routes answer 503 `billing_unavailable`.', [
   {
@@ -1054,7 +1324,7 @@ const errors = folder('Errors', 'Every non-2xx answer has the shape {code, statu
   },
   {
     name: 'Wrong method → 405',
-    method: 'DELETE',
+    method: 'PUT',
     path: '/user/me',
     description: 'The route exists, the method does not.',
     test: errorTest(405, 'method_not_allowed'),
@@ -1210,6 +1480,37 @@ pm.test('the room is not listed', () => {
   },
 ]);
 
+const account = folder('Account deletion', 'Last of all: delete the account and everything in it.', [
+  {
+    name: 'Delete my account with a wrong password',
+    method: 'DELETE',
+    path: '/user/me',
+    description: 'Every proof sent must be right: 400 `wrong_password`, and nothing is deleted.',
+    body: { password: 'not the password' },
+    test: errorTest(400, 'wrong_password'),
+  },
+  {
+    name: 'Delete my account',
+    method: 'DELETE',
+    path: '/user/me',
+    description: 'Confirmed with the password (`password`), or, for an account without one, `otp`: a code of '
+      + 'purpose `delete` from POST /auth/send-otp. The Stripe subscription is cancelled, then every room, message, '
+      + 'file, share and code of the user is deleted and every token refused. 204; cannot be undone.',
+    body: { password: '{{password}}' },
+    test: lines(`
+${statusTest(204).join('\n')}
+pm.test('no body', () => pm.expect(pm.response.text()).to.eql(''));
+`),
+  },
+  {
+    name: 'Old token after deletion',
+    method: 'GET',
+    path: '/user/me',
+    description: 'The deleted user\'s tokens are refused: 401.',
+    test: errorTest(401, ['token_invalid', 'token_revoked']),
+  },
+]);
+
 // Runs before every request: publishes the JSON Schemas of API.md's bodies (used by pm.response.to.have.jsonSchema).
 const COMMON_PRE = [
   ...lines(SCHEMA_SOURCE),
@@ -1256,6 +1557,10 @@ const VARIABLES = [
   ['edited_message_id', '', 'The edited first question (a new branch).'],
   ['edited_reply_id', '', 'Its reply.'],
   ['idempotency_key', '', ''],
+  ['file_id', '', 'The PNG uploaded (postman/fixtures/pixel.png).'],
+  ['file_message_id', '', 'The question sent with the file.'],
+  ['file_reply_id', '', 'Its reply.'],
+  ['share_id', '', 'The share link of the room.'],
 ];
 
 const collection = {
@@ -1264,8 +1569,9 @@ const collection = {
     name: 'gemini-backend',
     description: 'The gemini-backend REST API (see API.md) as a runnable flow: sign-up → OTP login → password '
       + 'login → refresh → profile and usage → chatrooms → messages (202, long-poll, page, SSE stream, retry, '
-      + 'feedback, regenerate, stop, edit, switch branch) → '
-      + 'subscription → webhook → error cases → password change, logout and cleanup.\n\n'
+      + 'feedback, regenerate, stop, edit, switch branch) → files and your data (upload, ask about a file, search, '
+      + 'export, share links) → subscription → webhook → error cases → password change, logout and cleanup → '
+      + 'account deletion.\n\n'
       + 'Run it in order (Collection Runner or `postman/run.sh`, which starts a fresh server and runs newman). '
       + 'Every request tests its status and response shape; the collection-level test checks the error shape '
       + '`{code, status, error, message}` of every non-2xx answer.\n\n'
@@ -1279,7 +1585,7 @@ const collection = {
     { listen: 'test', script: { type: 'text/javascript', exec: COMMON_TEST } },
   ],
   variable: VARIABLES.map(([key, value, description]) => ({ key, value, type: 'string', ...(description ? { description } : {}) })),
-  item: [auth, user, chatrooms, messages, subscription, webhook, errors, teardown],
+  item: [auth, user, chatrooms, messages, filesAndData, subscription, webhook, errors, teardown, account],
 };
 
 const environment = {

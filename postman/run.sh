@@ -118,10 +118,12 @@ if [[ $web_ready != 1 || $worker_ready != 1 ]]; then
 fi
 
 # --- the run ------------------------------------------------------------------------------------------------
+# The working directory is the repository root: "Upload a file" sends postman/fixtures/pixel.png from there.
 log "running the collection against $BASE_URL"
 "${NEWMAN[@]}" run "$HERE/gemini-backend.postman_collection.json" \
     --environment "$HERE/local.postman_environment.json" \
     --env-var "baseUrl=$BASE_URL" \
+    --working-dir "$ROOT" \
     --timeout-request 30000 \
     --timeout 120000 \
     --color off \

@@ -4,6 +4,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from gemini_backend.extensions import db
+from gemini_backend.search_schema import include_name
 
 
 def test_single_head(app):
@@ -17,6 +18,7 @@ def test_models_match_migrations(app):
     """After `flask db upgrade`, autogenerate finds no difference between the database and the models."""
     with app.app_context():
         with db.engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "render_as_batch": True})
+            opts = {"compare_type": True, "render_as_batch": True, "include_name": include_name}
+            ctx = MigrationContext.configure(conn, opts=opts)
             diff = compare_metadata(ctx, db.metadata)
     assert diff == [], diff

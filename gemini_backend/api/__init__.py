@@ -8,7 +8,8 @@ from flask import Flask
 from gemini_backend.extensions import api
 
 # Order here is the order of the tags in /docs.
-BLUEPRINT_MODULES = ("auth", "users", "chatrooms", "gemini_models", "billing", "webhooks", "health")
+BLUEPRINT_MODULES = ("auth", "users", "chatrooms", "files", "search", "exports", "shares", "gemini_models", "billing",
+                     "webhooks", "health")
 
 
 def register_blueprints(app: Flask) -> None:

@@ -122,10 +122,12 @@ class MessagePost(MethodView):
         """Send a message; the reply is generated in the background (202), or awaited with ?wait=N.
 
         With `parent_id` the message follows that reply instead of the active leaf: posting under an earlier
-        message's parent edits it, starting a branch that becomes the active one."""
+        message's parent edits it, starting a branch that becomes the active one. With `attachment_ids` your files
+        (POST /files) go to Gemini with it; an unknown id is a 422 that stores nothing and uses no quota."""
         user_id = _user_id()
         body, usage = messages.post_message(user_id, room_id, data["content"], _idempotency_key(),
-                                            data.get("parent_id", messages.ACTIVE_LEAF))
+                                            data.get("parent_id", messages.ACTIVE_LEAF),
+                                            data.get("attachment_ids") or ())
         status = 202
         if args["wait"] > 0 and body["reply"]["status"] == "pending":
             reply = messages.wait_until_finished(body["reply"]["id"], args["wait"])

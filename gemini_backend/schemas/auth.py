@@ -63,7 +63,9 @@ class SignupSchema(AliasedSchema):
 class SendOtpSchema(AliasedSchema):
     ALIASES = PHONE_ALIASES
     phone = phone_field()
-    purpose = ma.fields.String(load_default="login", validate=ma.validate.OneOf(["login", "reset"]))
+    purpose = ma.fields.String(load_default="login", validate=ma.validate.OneOf(["login", "reset", "delete"]),
+                               metadata={"description": "login; reset: a password-reset code; delete: a code "
+                                                        "that confirms DELETE /user/me."})
 
 
 class ForgotPasswordSchema(AliasedSchema):
@@ -102,6 +104,24 @@ class ChangePasswordSchema(AliasedSchema):
                                         validate=ma.validate.Length(max=128),
                                         metadata={"description": "Required when a password is set. "
                                                                  "Aliases: old_password, oldPassword."})
+
+
+class DeleteAccountSchema(AliasedSchema):
+    ALIASES = {**OTP_ALIASES, "current_password": "password"}
+    # No example: the documented examples must not be a real password (the schema fuzz logs in with them).
+    password = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(min=1, max=128),
+                                metadata={"description": "The account's password, when one is set. "
+                                                         "Alias: current_password."})
+    otp = ma.fields.String(load_default=None, allow_none=True,
+                           validate=ma.validate.Regexp(r"^\d{6}$", error="Must be 6 digits."),
+                           metadata={"description": "A fresh code of purpose delete (POST /auth/send-otp). "
+                                                    "Aliases: code, otp_code."})
+
+    @ma.validates_schema
+    def _one_proof(self, data, **kwargs):
+        if data.get("password") is None and data.get("otp") is None:
+            raise ma.ValidationError("Send password, or otp: a code of purpose delete from POST /auth/send-otp.",
+                                     "password")
 
 
 class UserSchema(ma.Schema):

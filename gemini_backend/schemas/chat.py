@@ -7,14 +7,21 @@ from flask import current_app
 from gemini_backend.ai import choosable_models
 from gemini_backend.models import Chatroom
 from gemini_backend.schemas.common import AliasedSchema
+from gemini_backend.schemas.files import AttachmentSchema
 
 MAX_CONTENT = 8000
+MAX_ATTACHMENTS = 10
 MAX_ID = 2**63 - 1  # BIGINT: a larger id could never exist
 
 
 def _not_blank(value: str) -> None:
     if not value.strip():
         raise ma.ValidationError("Must contain a non-space character.")
+
+
+def _distinct(value: list[int]) -> None:
+    if len(set(value)) != len(value):
+        raise ma.ValidationError("Each file at most once.")
 
 
 MAX_SYSTEM_INSTRUCTION = 4000
@@ -128,6 +135,9 @@ class MessageSchema(ma.Schema):
                                                       "for user messages, or when Gemini was not called)."})
     feedback = ma.fields.Nested(FeedbackSchema, allow_none=True, required=True,
                                 metadata={"description": "The user's rating of a reply (null: none)."})
+    # dump_default: a message read without its attachments (a reply, a post without files) has none.
+    attachments = ma.fields.List(ma.fields.Nested(AttachmentSchema), required=True, dump_default=list, metadata={
+        "description": "The files sent with a user message, in the order given (a reply has none)."})
 
 
 class BranchMessageSchema(MessageSchema):
@@ -158,6 +168,11 @@ class MessageCreateSchema(AliasedSchema):
     parent_id = ma.fields.Integer(allow_none=True, validate=ma.validate.Range(min=1, max=MAX_ID), metadata={
         "description": "The reply of this room to follow (null: start from the top). Default: the active leaf. "
                        "Posting under an earlier message's parent edits it: a new branch."})
+    attachment_ids = ma.fields.List(
+        ma.fields.Integer(validate=ma.validate.Range(min=1, max=MAX_ID)),
+        validate=[ma.validate.Length(max=MAX_ATTACHMENTS), _distinct], metadata={
+            "description": f"Up to {MAX_ATTACHMENTS} of your files (POST /files), sent to Gemini with this message "
+                           "and again with later ones while they fit the history budget."})
 
 
 class ActiveLeafSchema(ma.Schema):

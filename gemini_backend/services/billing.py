@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from gemini_backend.models import StripeEvent, Subscription, User
 log = logging.getLogger(__name__)
 
 PRO_STATUSES = frozenset({"active", "trialing"})
+# Subscriptions that will never bill again: nothing to cancel.
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
 SUBSCRIPTION_EVENTS = frozenset({"customer.subscription.created", "customer.subscription.updated",
                                  "customer.subscription.deleted"})
 INVOICE_EVENTS = frozenset({"invoice.paid", "invoice.payment_failed"})
@@ -159,6 +162,56 @@ def open_portal(user: User) -> dict[str, str]:
     return {"url": portal.url}
 
 
+def cancel_subscriptions(user: User) -> list[str]:
+    """Cancel at once every live Stripe subscription of the user (account deletion); returns their ids.
+
+    Raises 502/503 (stripe_errors) when Stripe fails, before anything of ours changed, so the caller may stop.
+    Besides the stored subscription, the customer's are listed at Stripe: a checkout completed moments ago may
+    have made one whose webhook has not arrived yet.
+    """
+    stored = user.subscription
+    known = (stored.stripe_subscription_id
+             if stored is not None and stored.stripe_subscription_id and stored.status not in ENDED_STATUSES
+             else None)
+    user_id, customer = user.id, user.stripe_customer_id
+    if known is None and not customer:
+        return []
+    # Hand the connection back while Stripe answers (up to STRIPE_TIMEOUT, with retries).
+    db.session.commit()
+    if not current_app.config.get("STRIPE_SECRET_KEY"):
+        if known is not None:
+            # Nothing can reach Stripe from here; an operator must cancel it in the Dashboard.
+            log.error("deleting user %s without cancelling Stripe subscription %s: STRIPE_SECRET_KEY is not set",
+                      user_id, known)
+        return []
+    client = stripe_client()
+    with stripe_errors():
+        live = {known} if known else set()
+        if customer:
+            live |= _live_subscriptions_of(client, customer)
+        for sub_id in sorted(live):
+            try:
+                client.v1.subscriptions.cancel(sub_id, params={"cancellation_details": {"comment": "account deleted"}})
+            except stripe.InvalidRequestError as exc:
+                if exc.code != "resource_missing":
+                    raise
+                # Stripe answers 404 for a subscription that has already ended (or was deleted): nothing bills.
+                log.info("subscription %s of user %s was already gone at Stripe", sub_id, user_id)
+    return sorted(live)
+
+
+def _live_subscriptions_of(client: stripe.StripeClient, customer: str) -> set[str]:
+    """The ids of the customer's subscriptions that may still bill (an unknown customer has none)."""
+    try:
+        # Stripe's default list leaves out canceled subscriptions.
+        listed = client.v1.subscriptions.list(params={"customer": customer, "limit": 100})
+        return {sub.id for sub in listed.auto_paging_iter() if sub.status not in ENDED_STATUSES}
+    except stripe.InvalidRequestError as exc:
+        if exc.code != "resource_missing":
+            raise
+        return set()
+
+
 # --------------------------------------------------------------------------- webhooks
 
 def handle_event(payload: bytes, sig_header: str | None) -> None:
@@ -260,11 +313,15 @@ def _id_of(ref: Any) -> str | None:
     return ref.get("id") if isinstance(ref, dict) else ref
 
 
+_USER_ID = re.compile(r"[0-9]{1,18}")
+
+
 def _find_user(user_ids: list[Any], customer: str | None) -> User | None:
     """The user named by a user id (client_reference_id, metadata), else the owner of the Stripe customer; locked."""
     query = select(User).with_for_update().execution_options(populate_existing=True)
     for raw in user_ids:
-        if raw is not None and str(raw).isdigit():
+        # ASCII digits that fit a BIGINT: "²" passes isdigit() but not int(), and a larger number fails the query.
+        if raw is not None and _USER_ID.fullmatch(str(raw)):
             user = db.session.scalars(query.where(User.id == int(raw))).first()
             if user is not None:
                 return user

@@ -14,6 +14,7 @@ from sqlalchemy import CTE, ColumnElement, func, literal, or_, select
 from gemini_backend.errors import NotFound
 from gemini_backend.extensions import db
 from gemini_backend.models import Chatroom, Message
+from gemini_backend.services import files
 
 messages = Message.__table__
 
@@ -57,6 +58,7 @@ def branch_page(room: Chatroom, before: int | None, after: int | None, limit: in
     if nearest_first:
         page.reverse()
     with_siblings(room.id, page)
+    files.with_attachments(page)
     return page, len(rows) > limit
 
 

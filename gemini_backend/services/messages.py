@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import Boolean, Select, bindparam, case, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection
@@ -13,9 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from gemini_backend.caching import drop_chatroom_list
 from gemini_backend.errors import AppError, Conflict, NotFound
 from gemini_backend.extensions import db
-from gemini_backend.models import Chatroom, IdempotencyKey, Message, utcnow
+from gemini_backend.models import Chatroom, IdempotencyKey, Message, MessageAttachment, utcnow
 from gemini_backend.schemas.chat import MessageSchema
-from gemini_backend.services import quota
+from gemini_backend.services import files, quota
 from gemini_backend.services.chat import get_room
 from gemini_backend.services.notify import wait_for_reply
 from gemini_backend.services.replies import enqueue_reply, request_stop
@@ -34,16 +34,25 @@ ACTIVE_LEAF = object()  # a post's parent when none is given: the room's active 
 
 
 def post_message(user_id: int, room_id: int, content: str, idempotency_key: str | None,
-                 parent_id: int | None | object = ACTIVE_LEAF) -> tuple[dict, dict]:
-    """Store the user's message under parent_id (a reply of the room, None for the top, or the active leaf) with a
-    pending reply, which becomes the active leaf; enqueue the reply; ({message, reply}, usage after it)."""
+                 parent_id: int | None | object = ACTIVE_LEAF,
+                 attachment_ids: Sequence[int] = ()) -> tuple[dict, dict]:
+    """Store the user's message under parent_id (a reply of the room, None for the top, or the active leaf), with
+    the user's files attachment_ids and a pending reply, which becomes the active leaf; enqueue the reply;
+    ({message, reply}, usage after it)."""
     tier = user_state(user_id)["tier"]
     request = f"{room_id}\n{content}" if parent_id is ACTIVE_LEAF else f"{room_id}\n{content}\nparent={parent_id}"
+    if attachment_ids:
+        request += "\nfiles=" + ",".join(map(str, attachment_ids))
     request_hash = hashlib.sha256(request.encode()).hexdigest()
     if parent_id is not ACTIVE_LEAF:
         _check_parent(user_id, room_id, parent_id)
+    if idempotency_key or attachment_ids:
+        # A replay of a deleted or foreign room is a 404 like any other request; so is a foreign room whatever the
+        # files.
+        get_room(user_id, room_id)
+    # 422 before anything is stored or counted; the metadata is the response's.
+    attached = files.attachable(user_id, attachment_ids) if attachment_ids else []
     if idempotency_key:
-        get_room(user_id, room_id)  # a replay of a deleted or foreign room is a 404 like any other request
         replay = _replay(user_id, idempotency_key, request_hash)
         if replay is not None:
             return replay, quota.usage(user_id, tier)
@@ -56,11 +65,14 @@ def post_message(user_id: int, room_id: int, content: str, idempotency_key: str 
         with db.engine.begin() as conn:
             # The room row comes first (locked): it proves ownership (404 before any quota is used), and its lock
             # is held while the quota is taken, so a refused post leaves nothing behind when it rolls back.
-            rows = _insert_exchange(conn, user_id, room_id, content, parent_id, quota.day_of(now), now)
+            rows = _insert_exchange(conn, user_id, room_id, content, parent_id, quota.day_of(now), now,
+                                    attachment_ids)
             if rows is None:
                 raise NotFound("No such chatroom.", error="chatroom_not_found")
             ticket = quota.reserve_message(user_id, tier, at=now)
             body = {"message": dump_message(rows[0]), "reply": dump_message(rows[1])}
+            if attached:  # the metadata read by the check above: the response reads nothing back
+                body["message"]["attachments"] = attached
             if idempotency_key:
                 conn.execute(insert(IdempotencyKey.__table__).values(
                     user_id=user_id, key=idempotency_key, request_hash=request_hash, response_status=202,
@@ -157,9 +169,9 @@ _INSERT_EXCHANGE = select(*[_message.c[name].label(f"message_{name}") for name i
 
 
 def _insert_exchange(conn: Connection, user_id: int, room_id: int, content: str, parent_id: int | None | object,
-                     quota_day: str, now: datetime) -> tuple[Any, Any] | None:
-    """In the post's transaction: insert the user message and its pending reply, count them in the room and make
-    the reply its active leaf; (message row, reply row), or None when the user has no such room."""
+                     quota_day: str, now: datetime, attachment_ids: Sequence[int] = ()) -> tuple[Any, Any] | None:
+    """In the post's transaction: insert the user message (with its files) and its pending reply, count them in the
+    room and make the reply its active leaf; (message row, reply row), or None when the user has no such room."""
     follow_leaf = parent_id is ACTIVE_LEAF
     params = {"owner_id": user_id, "room_id": room_id, "text": content, "day": quota_day, "now": now,
               "follow_leaf": follow_leaf, "parent_id": None if follow_leaf else parent_id, "added": 2}
@@ -168,16 +180,35 @@ def _insert_exchange(conn: Connection, user_id: int, room_id: int, content: str,
         if row is None:
             return None
         fields = row._mapping
-        return tuple({name: fields[f"{which}_{name}"] for name in _COLUMNS} for which in ("message", "reply"))
+        message, reply = ({name: fields[f"{which}_{name}"] for name in _COLUMNS} for which in ("message", "reply"))
+        _attach(conn, message["id"], attachment_ids)
+        return message, reply
     room = conn.execute(_TOUCH_ROOM, params).first()
     if room is None:
         return None
     if follow_leaf:
         params["parent_id"] = room.active_leaf_id
     message = conn.execute(_INSERT_MESSAGE, params).one()
+    _attach(conn, message.id, attachment_ids)
     reply = conn.execute(_INSERT_REPLY, {**params, "message_id": message.id}).one()
     conn.execute(_SET_ACTIVE_LEAF, {"room_id": room_id, "leaf_id": reply.id})
     return message, reply
+
+
+_INSERT_ATTACHMENT = insert(MessageAttachment.__table__)
+
+
+def _attach(conn: Connection, message_id: int, file_ids: Sequence[int]) -> None:
+    """Record a message's files, in the order given: a statement of its own, only for a post with files."""
+    if not file_ids:
+        return
+    try:
+        conn.execute(_INSERT_ATTACHMENT, [{"message_id": message_id, "file_id": file_id, "position": position}
+                                          for position, file_id in enumerate(file_ids)])
+    except IntegrityError:  # the file was deleted since the check (its foreign key): the post rolls back
+        problem = "A file was deleted meanwhile."
+        raise AppError(f"attachment_ids: {problem}", status=422, error="validation_error",
+                       errors={"json": {"attachment_ids": [problem]}}) from None
 
 
 def _replay(user_id: int, key: str, request_hash: str) -> dict | None:
@@ -201,6 +232,8 @@ def get_message(user_id: int, room_id: int, message_id: int) -> Message:
                                                        Message.chatroom_id == room.id)).first()
     if message is None:
         raise NotFound("No such message.", error="message_not_found")
+    if message.role == "user":
+        files.with_attachments([message])
     return message
 
 

@@ -17,7 +17,7 @@ from gemini_backend.extensions import db, limiter
 from gemini_backend.models import OtpChallenge, utcnow
 from gemini_backend.services.sms import deliver_code
 
-PURPOSES = ("login", "reset")
+PURPOSES = ("login", "reset", "delete")
 # Whoever asks: one code a minute per (phone, purpose), so a login code and then a reset code both go out;
 # five an hour per phone over all purposes.
 PER_PURPOSE_LIMIT = parse("1/minute")
@@ -72,10 +72,11 @@ def send_code(phone: str, purpose: str, account_exists: bool) -> dict:
     return body
 
 
-def verify_code(phone: str, purpose: str, code: str) -> None:
+def verify_code(phone: str, purpose: str, code: str, spend: bool = True) -> None:
     """Spend the live code for (phone, purpose) if it matches; raise OtpInvalid otherwise.
 
     Wrong guesses are counted in the database (surviving a Redis restart); the 5th kills the code.
+    spend=False checks a right code without spending it: for a caller whose own transaction deletes it.
     """
     now = utcnow()
     max_attempts = current_app.config["OTP_MAX_ATTEMPTS"]
@@ -92,6 +93,8 @@ def verify_code(phone: str, purpose: str, code: str) -> None:
                            .values(attempts=OtpChallenge.attempts + 1))
         db.session.commit()
         raise OtpInvalid()
+    if not spend:
+        return
     # Conditional update: of two concurrent correct guesses only one spends the code.
     spent = db.session.execute(update(OtpChallenge).where(
         OtpChallenge.id == challenge.id, OtpChallenge.consumed_at.is_(None),

@@ -10,6 +10,7 @@ call used to cost more CPU than running them.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,14 +23,16 @@ from typing import Any, Sequence
 
 from flask import current_app
 from huey.exceptions import RetryTask
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import (ColumnElement, LargeBinary, and_, bindparam, case, func, literal, null, or_, select,
+                        type_coerce, update)
 from sqlalchemy.engine import Connection
 
 from gemini_backend import metrics
-from gemini_backend.ai import AiBlocked, AiError, GeminiSettings, RoomSettings, Turn, Usage, get_client
+from gemini_backend.ai import (IMAGE_HEAD_BYTES, JPEG_HEAD_BYTES, AiBlocked, AiError, Attachment, GeminiSettings,
+                               RoomSettings, Turn, Usage, attachment_tokens, fit_history, get_client, history_budget)
 from gemini_backend.caching import drop_chatroom_list
 from gemini_backend.extensions import cache, db
-from gemini_backend.models import Chatroom, Message, utcnow
+from gemini_backend.models import Chatroom, Message, MessageAttachment, StoredFile, utcnow
 from gemini_backend.services import quota, stopping, streams, titles
 from gemini_backend.services.branches import ancestry
 from gemini_backend.services.stopping import StopSignal
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 HISTORY_ROWS = 400  # newest rows read for context; the token budget trims further
 messages = Message.__table__
 chatrooms = Chatroom.__table__
+attachments = MessageAttachment.__table__
+files = StoredFile.__table__
 
 # The per-reply statements, built once; bind parameters carry each reply's values.
 _TAKE_LEASE = (
@@ -48,10 +53,25 @@ _TAKE_LEASE = (
     .values(lease_token=bindparam("token"), lease_expires_at=bindparam("expires"), attempts=messages.c.attempts + 1)
     .returning(messages.c.attempts, messages.c.reply_to, messages.c.chatroom_id, messages.c.stop_requested_at)
 )
-_HISTORY_COLUMNS = (messages.c.id, messages.c.role, messages.c.content, messages.c.status, messages.c.reply_to)
+# has_files: an index probe per row, so a history without attachments costs no query of its own.
+_HAS_FILES = select(literal(1)).where(attachments.c.message_id == messages.c.id).exists().label("has_files")
+_HISTORY_COLUMNS = (messages.c.id, messages.c.role, messages.c.content, messages.c.status, messages.c.reply_to,
+                    _HAS_FILES)
 # The branch the reply answers: its user message and that message's ancestors, never another branch.
 _PATH = ancestry(bindparam("user_message_id"), max_rows=HISTORY_ROWS)
 _HISTORY = select(*_HISTORY_COLUMNS).join(_PATH, messages.c.id == _PATH.c.id).order_by(_PATH.c.depth)
+# The files of the history's user messages, without their bytes: what each costs (an image's first bytes give
+# its size), in the order the user gave them.
+_HEAD = type_coerce(case((files.c.mime_type == "image/jpeg", func.substr(files.c.data, 1, JPEG_HEAD_BYTES)),
+                         (files.c.mime_type.like("image/%"), func.substr(files.c.data, 1, IMAGE_HEAD_BYTES)),
+                         else_=null()), LargeBinary)
+_HISTORY_FILES = (
+    select(attachments.c.message_id, files.c.id, files.c.mime_type, files.c.size, files.c.sha256, _HEAD.label("head"))
+    .join(files, files.c.id == attachments.c.file_id)
+    .where(attachments.c.message_id.in_(bindparam("message_ids", expanding=True)))
+    .order_by(attachments.c.message_id, attachments.c.position, attachments.c.file_id)
+)
+_FILE_BYTES = select(files.c.id, files.c.data).where(files.c.id.in_(bindparam("file_ids", expanding=True)))
 _ROOM_SETTINGS = select(*(chatrooms.c[name] for name in RoomSettings.__dataclass_fields__)).where(
     chatrooms.c.id == bindparam("room_id"))
 _WRITE_OUTCOME = (
@@ -117,8 +137,34 @@ def claim_with_history(reply_id: int) -> tuple[Claim, list[Turn], RoomSettings] 
         if claim is None:
             return None
         rows = conn.execute(_HISTORY, {"user_message_id": claim.user_message_id}).all()
-        room = conn.execute(_ROOM_SETTINGS, {"room_id": claim.room_id}).one()
-        return claim, _turns(rows, claim), RoomSettings(**room._mapping)
+        room = RoomSettings(**conn.execute(_ROOM_SETTINGS, {"room_id": claim.room_id}).one()._mapping)
+        with_files = [r.id for r in rows if r.role == "user" and r.has_files]
+        if not with_files:
+            return claim, _turns(rows, claim), room
+        history = _turns(rows, claim, _history_files(conn, with_files))
+        return claim, _with_sent_bytes(conn, history), room
+
+
+def _history_files(conn: Connection, message_ids: list[int]) -> dict[int, tuple[Attachment, ...]]:
+    """The files of these user messages, by message, without their bytes."""
+    found: dict[int, list[Attachment]] = {}
+    for row in conn.execute(_HISTORY_FILES, {"message_ids": message_ids}):
+        found.setdefault(row.message_id, []).append(Attachment(
+            row.mime_type, row.sha256, attachment_tokens(row.mime_type, row.size, row.head), file_id=row.id))
+    return {message_id: tuple(files_) for message_id, files_ in found.items()}
+
+
+def _with_sent_bytes(conn: Connection, history: list[Turn]) -> list[Turn]:
+    """The history with the bytes of the files the request sends (those of the turns that fit the budget, as the
+    client will choose them); the other turns' files stay unloaded."""
+    sent = {a.file_id for turn in fit_history(history, history_budget(current_app.config))
+            for a in turn.attachments}
+    if not sent:
+        return history
+    data = {row.id: row.data for row in conn.execute(_FILE_BYTES, {"file_ids": sorted(sent)})}
+    return [dataclasses.replace(turn, attachments=tuple(
+        dataclasses.replace(a, data=data.get(a.file_id)) if a.file_id in sent else a for a in turn.attachments))
+        if turn.attachments else turn for turn in history]
 
 
 def _lease_params(reply_id: int) -> dict[str, Any]:
@@ -138,13 +184,15 @@ def _take_lease(conn: Connection, reply_id: int) -> Claim | None:
                  stop_requested=row.stop_requested_at is not None)
 
 
-def _turns(rows: Sequence[Any], claim: Claim) -> list[Turn]:
+def _turns(rows: Sequence[Any], claim: Claim,
+           files_of: dict[int, tuple[Attachment, ...]] | None = None) -> list[Turn]:
     """The branch's rows (newest first) as turns up to the user message, oldest first, leaving out exchanges
-    without an answer (failed, blocked, unanswered, stopped before any text)."""
+    without an answer (failed, blocked, unanswered, stopped before any text); files_of: the user messages' files."""
     def answer(row: Any) -> bool:
         return row.role == "model" and (row.status == "complete" or (row.status == "stopped" and row.content))
     answered = {r.reply_to for r in rows if answer(r)}
-    return [Turn(r.role, r.content) for r in reversed(rows)
+    files_of = files_of or {}
+    return [Turn(r.role, r.content, files_of.get(r.id, ())) for r in reversed(rows)
             if answer(r) or (r.role == "user" and (r.id in answered or r.id == claim.user_message_id))]
 
 
@@ -236,11 +284,13 @@ def _answer(claim: Claim, settings: GeminiSettings, room: RoomSettings, history:
 
 
 def response_cache_key(settings: GeminiSettings, room: RoomSettings, history: list[Turn]) -> str:
-    """Identical requests (model, system instruction, generation settings, whole history) share a key (room:
-    settings.for_room's, so a room's null and the server's default are the same request)."""
+    """Identical requests (model, system instruction, generation settings, whole history with its files' content
+    hashes) share a key (room: settings.for_room's, so a room's null and the server's default are the same
+    request)."""
     material = json.dumps([room.model, room.system_instruction, room.temperature, room.max_output_tokens,
                            settings.history_token_budget,
-                           [[t.role, t.text] for t in history]], ensure_ascii=False)
+                           [[t.role, t.text, *([[a.sha256 for a in t.attachments]] if t.attachments else [])]
+                            for t in history]], ensure_ascii=False)
     return "gemini-response:" + hashlib.sha256(material.encode()).hexdigest()
 
 

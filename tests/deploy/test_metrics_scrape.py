@@ -91,17 +91,19 @@ def test_metrics_move_as_the_postman_run_did(app, fleet, fake_gemini):
     assert counted == dict(made), {"newman": dict(made), "metrics": counted}
     assert len(made) >= 20 and any(status.startswith("4") for _, _, status in made)
 
-    # Replies by outcome: the run produced three replies (its replay and retry made none): the first answer, its
-    # regeneration and the edited question's. The collection stops the regeneration at once, so that one ended
-    # `complete` (409: it had ended), or `stopped`: mid-stream, after a Gemini call, or before any (then untimed).
+    # Replies by outcome: the run produced four replies (its replay and retry made none): the first answer, its
+    # regeneration, the edited question's and the one about the uploaded file. The collection stops the regeneration
+    # at once, so that one ended `complete` (409: it had ended), or `stopped`: mid-stream, after a Gemini call, or
+    # before any (then untimed).
     reply = run.response_json("Get reply (long-poll ?wait=5)")
     assert reply["status"] == "complete"
+    assert run.response_json("Get the reply about the file (long-poll ?wait=5)")["status"] == "complete"
     stop = run.response_json("Stop reply")
     regenerated = "complete" if stop.get("error") == "not_stoppable" else stop["status"]
     assert regenerated in ("complete", "stopped"), stop
     called = regenerated == "complete" or bool(stop.get("content"))
-    outcomes = Counter(["complete", "complete", regenerated])
-    timed = Counter(["complete", "complete"] + ([regenerated] if called else []))
+    outcomes = Counter(["complete", "complete", "complete", regenerated])
+    timed = Counter(["complete", "complete", "complete"] + ([regenerated] if called else []))
     assert moved(before, after, REPLIES) == {frozenset({"outcome": o}.items()): float(n) for o, n in outcomes.items()}
     assert moved(before, after, "gemini_backend_reply_duration_seconds_count") == {
         frozenset({"outcome": o}.items()): float(n) for o, n in timed.items()}

@@ -127,12 +127,15 @@ def test_postman_collection_passes_through_pgbouncer(app, web, pooled, pgbouncer
     assertions = run.report["run"]["stats"]["assertions"]
     assert assertions["failed"] == 0 and assertions["total"] >= 100, assertions
     assert _transactions(pgbouncer) - before >= len(run.executions), "the run's transactions must pass PgBouncer"
-    # The collection deletes its room at the end; its long-polls saw the replies the pooled consumer produced.
+    # The collection deletes its room, then its account, at the end; its long-polls saw the replies the pooled
+    # consumer produced.
     reply = run.response_json("Get reply (long-poll ?wait=5)")
     assert (reply["status"], reply["content"]) == ("complete", "Echo: Hello from Postman! Say hi back in five words.")
-    # The first answer, its regeneration (unless the collection's stop came before its call) and the edited
-    # question's, all through the pooler.
-    assert len(fake_gemini.requests) in (2, 3)
+    file_reply = run.response_json("Get the reply about the file (long-poll ?wait=5)")
+    assert (file_reply["status"], file_reply["content"]) == ("complete", "Echo: What is in this picture?")
+    # The first answer, its regeneration (unless the collection's stop came before its call), the edited question's
+    # and the one about the uploaded file, all through the pooler.
+    assert len(fake_gemini.requests) in (3, 4)
 
 
 def test_r1_kill9_consumer_with_20_replies_in_flight_through_pgbouncer(app, web, pooled, fleet, fake_gemini):

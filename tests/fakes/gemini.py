@@ -13,6 +13,7 @@ By hand: ``python -m tests.fakes.gemini --port 8090 --latency 0.2``.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import re
@@ -369,7 +370,38 @@ def _invalid_request(body: Any) -> str | None:
                     f"* GenerateContentRequest.contents[{i}].parts[{j}].data:"
                     " required oneof field 'data' must have one initialized field"
                 )
+            blob = part.get("inlineData", part.get("inline_data")) if isinstance(part, dict) else None
+            if blob is not None and (_blob_mime_type(blob) is None or _blob_bytes(blob) is None):
+                return (f"* GenerateContentRequest.contents[{i}].parts[{j}].inline_data:"
+                        " mime_type and base64 data are required")
     return None
+
+
+def _blob_mime_type(blob: Any) -> str | None:
+    """A Blob's type: proto JSON accepts the camelCase and the original (snake_case) field name; the SDK sends the
+    latter."""
+    value = blob.get("mimeType", blob.get("mime_type")) if isinstance(blob, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _blob_bytes(blob: Any) -> bytes | None:
+    """A Blob's data: proto JSON bytes are base64, standard or URL-safe (the SDK sends URL-safe), padded or not."""
+    data = blob.get("data") if isinstance(blob, dict) else None
+    if not isinstance(data, str) or not data:
+        return None
+    try:
+        return base64.b64decode(data.replace("-", "+").replace("_", "/") + "=" * (-len(data) % 4), validate=True)
+    except ValueError:
+        return None
+
+
+def inline_parts(body: dict[str, Any]) -> list[list[tuple[str, bytes]]]:
+    """Per content of a recorded request body, its inline files as (mime type, bytes)."""
+    found = []
+    for content in body.get("contents") or []:
+        blobs = [part.get("inlineData", part.get("inline_data")) for part in content.get("parts") or []]
+        found.append([(_blob_mime_type(b), _blob_bytes(b)) for b in blobs if b is not None])
+    return found
 
 
 def _tokens(text: str) -> int:

@@ -25,8 +25,12 @@ Wire format, as Stripe's:
 
 Routes: ``POST/GET /v1/customers``, ``GET/POST /v1/customers/{id}``,
 ``POST /v1/checkout/sessions``, ``GET /v1/checkout/sessions/{id}``,
-``POST /v1/billing_portal/sessions``, ``GET/POST/DELETE /v1/subscriptions/{id}``,
-``GET /v1/prices/{id}``, ``GET /v1/events/{id}``.
+``POST /v1/billing_portal/sessions``, ``GET /v1/subscriptions`` (list),
+``GET/POST/DELETE /v1/subscriptions/{id}``, ``GET /v1/prices/{id}``, ``GET /v1/events/{id}``.
+
+Cancelling (``DELETE``) a subscription that is already ``canceled`` or
+``incomplete_expired`` answers 404 ``resource_missing`` "No such subscription",
+as Stripe does.
 
 Subscriptions: since API version 2025-03-31.basil ``current_period_start`` and
 ``current_period_end`` live on each subscription item (``items.data[i]``), not on
@@ -127,6 +131,11 @@ SUBSCRIPTION_UPDATE_PARAMS = frozenset(
 )
 SUBSCRIPTION_CANCEL_PARAMS = frozenset(
     "cancellation_details expand invoice_now prorate".split()
+)
+SUBSCRIPTION_LIST_PARAMS = frozenset(
+    "automatic_tax collection_method created current_period_end "
+    "current_period_start customer customer_account ending_before expand limit "
+    "price starting_after status test_clock".split()
 )
 RETRIEVE_PARAMS = frozenset({"expand"})
 
@@ -344,6 +353,9 @@ class FakeStripe:
             ``(status, body, headers)``; the next request (after the API-key
             check) pops one and gets it instead of the normal answer. ``body``
             may be a full ``{"error": {...}}`` or just the inner error dict.
+        fail_requests: forced answers for one method and path only, each
+            ``(method, path, answer)`` with ``answer`` as in ``fail_next``; the
+            first request that matches pops it (see ``fail_request``).
         customers, checkout_sessions, portal_sessions, subscriptions, events:
             the stored objects by id.
         api_version: ``api_version`` written on events.
@@ -375,6 +387,7 @@ class FakeStripe:
         self.prices: set[str] = set(self._default_prices)
         self.price_details: dict[str, dict[str, Any]] = {}
         self.fail_next: list[tuple] = []
+        self.fail_requests: list[tuple[str, str, tuple]] = []
         self.customers: dict[str, dict] = {}
         self.checkout_sessions: dict[str, dict] = {}
         self.portal_sessions: dict[str, dict] = {}
@@ -427,6 +440,12 @@ class FakeStripe:
         """Forget every stored object, request and queued failure."""
         with self._lock:
             self._init_state()
+
+    def fail_request(self, method: str, path: str, status: int, body: dict | None = None,
+                     headers: dict[str, str] | None = None) -> None:
+        """Answer the next ``method`` request to ``path`` (no query string) with ``status`` and ``body``."""
+        with self._lock:
+            self.fail_requests.append((method.upper(), path, (status, body, headers or {})))
 
     # ---- inspection ------------------------------------------------------- #
     def requests_to(self, path: str, method: str | None = None) -> list[dict]:
@@ -982,7 +1001,12 @@ class FakeStripe:
         try:
             self._auth(headers)
             with self._lock:
-                forced = self.fail_next.pop(0) if self.fail_next else None
+                forced = next((f for f in self.fail_requests if f[:2] == (method, path)), None)
+                if forced is not None:
+                    self.fail_requests.remove(forced)
+                    forced = forced[2]
+                elif self.fail_next:
+                    forced = self.fail_next.pop(0)
             if forced is not None:
                 status, err = forced[0], forced[1] if len(forced) > 1 else None
                 fh = forced[2] if len(forced) > 2 else {}
@@ -1038,6 +1062,7 @@ class FakeStripe:
         ("GET", re.compile(r"^/v1/checkout/sessions/(?P<id>[^/]+)$"),
          "_get_checkout_session"),
         ("POST", re.compile(r"^/v1/billing_portal/sessions$"), "_create_portal_session"),
+        ("GET", re.compile(r"^/v1/subscriptions$"), "_list_subscriptions"),
         ("GET", re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), "_get_subscription"),
         ("POST", re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"),
          "_update_subscription"),
@@ -1338,11 +1363,64 @@ class FakeStripe:
             sub["metadata"] = _merge_metadata(sub["metadata"], params["metadata"])
         return 200, self._expand(sub, params)
 
+    def _list_subscriptions(self, params: dict) -> tuple[int, dict]:
+        """Newest first; without ``status`` every subscription but the canceled ones, as Stripe lists them."""
+        _check_params(params, SUBSCRIPTION_LIST_PARAMS)
+        for unsupported in ("automatic_tax", "collection_method", "created", "current_period_end",
+                            "current_period_start", "customer_account", "ending_before", "test_clock"):
+            if unsupported in params:
+                raise StripeAPIError(
+                    400, f"The fake Stripe server does not support `{unsupported}` here.",
+                    param=unsupported)
+        status = params.get("status")
+        if status is not None and status not in SUBSCRIPTION_STATUSES | {"all", "ended"}:
+            raise StripeAPIError(400, f"Invalid status: {status}", param="status")
+        customer = params.get("customer")
+        if customer is not None and customer not in self.customers:
+            raise _no_such("customer", customer, "customer")
+        limit = _as_int(params.get("limit", 10), "limit")
+        if not 1 <= limit <= 100:
+            raise StripeAPIError(
+                400, "This value must be between 1 and 100.", param="limit")
+
+        def listed(sub: dict) -> bool:
+            if customer is not None and sub["customer"] != customer:
+                return False
+            if params.get("price") and all(
+                    item["price"]["id"] != params["price"] for item in sub["items"]["data"]):
+                return False
+            if status is None:
+                return sub["status"] != "canceled"
+            if status == "ended":
+                return sub["status"] in ("canceled", "incomplete_expired")
+            return status == "all" or sub["status"] == status
+
+        subs = sorted((s for s in self.subscriptions.values() if listed(s)),
+                      key=lambda s: s["created"], reverse=True)
+        after = params.get("starting_after")
+        if after is not None:
+            ids = [s["id"] for s in subs]
+            if after not in ids:
+                raise _no_such("subscription", after, "starting_after")
+            subs = subs[ids.index(after) + 1:]
+        page = subs[:limit]
+        return 200, {"object": "list", "data": [self._expand(s, params) for s in page],
+                     "has_more": len(subs) > limit, "url": "/v1/subscriptions"}
+
     def _cancel_subscription(self, params: dict, id: str) -> tuple[int, dict]:
         _check_params(params, SUBSCRIPTION_CANCEL_PARAMS)
         if id not in self.subscriptions:
             raise _no_such("subscription", id, "id", 404)
         sub = self.subscriptions[id]
+        if sub["status"] in ("canceled", "incomplete_expired"):
+            # Stripe treats an ended subscription as gone for cancellation.
+            raise _no_such("subscription", id, "id", 404)
+        if "cancellation_details" in params:
+            details = params["cancellation_details"]
+            if not isinstance(details, dict) or set(details) - {"comment", "feedback"}:
+                raise StripeAPIError(400, "Invalid cancellation_details",
+                                     param="cancellation_details")
+            sub["cancellation_details"] = {**sub["cancellation_details"], **details}
         now = _now()
         sub["status"] = "canceled"
         sub["canceled_at"] = sub.get("canceled_at") or now
