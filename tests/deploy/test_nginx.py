@@ -116,3 +116,38 @@ def test_streams_arrive_through_nginx_chunk_by_chunk(app, nginx, fake_gemini):
         assert deltas[-1].at - deltas[0].at >= 0.9, (port, gaps)
     held = _stream_through(app, nginx.extra_ports[1], fake_gemini, "held back", gzip=True)
     assert held[-1].at - held[0].at < 0.1, "the control: a buffering nginx delivers the deltas together"
+
+
+def _big_png(side: int = 1000) -> bytes:
+    """A valid PNG of about 3 MB (stored without compression): over nginx's default body limit of 1 MiB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + bytes((x * 7 + y) % 256 for x in range(side * 3)) for y in range(side))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 0)) + chunk(b"IEND", b""))
+
+
+def test_uploads_pass_nginx_up_to_the_apps_own_limit(app, nginx):
+    """POST /files has a body limit of its own in deploy/nginx.conf: a 3 MB image reaches the app (201), which a
+    server-wide 1 MiB limit would refuse; every other route keeps the small limit."""
+    import http.client
+    headers = auth_headers(app, create_user(app))
+    image = _big_png()
+    assert len(image) > 2 * 1024 * 1024
+    boundary = "gemini-backend-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=30)
+    try:
+        conn.request("POST", "/files", body=body,
+                     headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        resp = conn.getresponse()
+        answer = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 201, answer[:300]
+    status, _, _ = request(nginx.port, "POST", "/chatroom", headers, {"name": "x" * (2 * 1024 * 1024)})
+    assert status == 413
