@@ -41,6 +41,15 @@ class AppError(Exception):
         self.headers = headers or {}
 
 
+class InvalidField(AppError):
+    """422 validation_error naming one field, in the shape a schema's own error has (message: field: problem)."""
+
+    status, error = 422, "validation_error"
+
+    def __init__(self, field: str, problem: str, location: str = "json", message: str | None = None) -> None:
+        super().__init__(message or f"{field}: {problem}", errors={location: {field: [problem]}})
+
+
 class NotFound(AppError):
     status, error, message = 404, "not_found", "The resource does not exist."
 

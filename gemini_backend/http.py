@@ -178,6 +178,10 @@ def _takes_multipart(app: Flask) -> bool:
     return bool(getattr(handler, "takes_multipart", False))
 
 
+# The OpenAPI security requirement of a route that takes an access token (the scheme api/__init__ registers).
+BEARER = [{"bearerAuth": []}]
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response from an already serialised body (flask-smorest passes a Response through untouched)."""
     response = jsonify(body)

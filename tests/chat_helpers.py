@@ -38,6 +38,14 @@ class ChatUser:
         assert r.status_code in (200, 202), r.json
         return r.json
 
+    def ask(self, room_id: int, content: str, **body) -> tuple[dict, dict]:
+        """Post and wait for the reply to complete: (user message, finished reply)."""
+        r = self.post(f"/chatroom/{room_id}/message", json={"content": content, **body})
+        assert r.status_code == 202, r.json
+        reply = self.finished_reply(room_id, r.json["reply"]["id"])
+        assert reply["status"] == "complete", reply
+        return r.json["message"], reply
+
     def reply(self, room_id: int, reply_id: int) -> dict:
         return self.get(f"/chatroom/{room_id}/message/{reply_id}").json
 

@@ -18,6 +18,7 @@ BACKEND = backends.select()  # sets the environment before gemini_backend is imp
 
 from gemini_backend import create_app  # noqa: E402
 from gemini_backend.extensions import db  # noqa: E402
+from tests.chat_helpers import ChatUser  # noqa: E402
 
 
 def pytest_report_header(config):
@@ -124,6 +125,18 @@ def fake():
     """The fake Stripe API, in the exact shape of the API version the SDK pins (period on the items only)."""
     with FakeStripe(top_level_period=False) as server:
         yield server
+
+
+@pytest.fixture()
+def alice(app, client):
+    """A Basic user with an access token, on the test client (a module may define its own)."""
+    return ChatUser(app, client)
+
+
+@pytest.fixture()
+def bob(app, client):
+    """A second Basic user, for what one user must never see of another's."""
+    return ChatUser(app, client)
 
 
 @pytest.fixture()

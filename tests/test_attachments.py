@@ -31,16 +31,6 @@ PE_EXECUTABLE = (b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" +
 ELF_EXECUTABLE = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00" + b"\x00" * 200
 
 
-@pytest.fixture()
-def alice(app, client):
-    return ChatUser(app, client)
-
-
-@pytest.fixture()
-def bob(app, client):
-    return ChatUser(app, client)
-
-
 def upload(user: ChatUser, data: bytes, name: str = "pixel.png", content_type: str | None = "image/png"):
     """POST /files with one multipart part `file`."""
     part = (io.BytesIO(data), name, content_type) if content_type is not None else (io.BytesIO(data), name)

@@ -11,15 +11,6 @@ def alice(app, client, gemini, worker):
     return ChatUser(app, client)
 
 
-def _ask(user: ChatUser, room: int, content: str, **body) -> tuple[dict, dict]:
-    """Post and wait for the reply: (user message, finished reply)."""
-    r = user.post(f"/chatroom/{room}/message", json={"content": content, **body})
-    assert r.status_code == 202, r.json
-    reply = user.finished_reply(room, r.json["reply"]["id"])
-    assert reply["status"] == "complete", reply
-    return r.json["message"], reply
-
-
 def _branch(user: ChatUser, room: int) -> list[tuple[str, list[int]]]:
     """The room's messages as (content, sibling_ids)."""
     return [(m["content"], m["sibling_ids"]) for m in user.get(f"/chatroom/{room}").json["messages"]]
@@ -33,7 +24,7 @@ def _asked_with(gemini) -> list[tuple[str, str]]:
 
 def test_regenerate_keeps_both_answers_and_uses_a_unit(alice, gemini):
     room = alice.room()
-    question, first = _ask(alice, room, "Name a colour")
+    question, first = alice.ask(room, "Name a colour")
     gemini.reply_fn = lambda body: "Blue, once more."
     r = alice.post(f"/chatroom/{room}/message/{first['id']}/regenerate")
     assert r.status_code == 202, r.json
@@ -55,21 +46,21 @@ def test_regenerate_keeps_both_answers_and_uses_a_unit(alice, gemini):
 
 def test_edit_starts_a_branch_whose_history_ignores_the_old_one(alice, gemini):
     room = alice.room()
-    q1, r1 = _ask(alice, room, "My name is Ada.")
-    q2, r2 = _ask(alice, room, "What is my name?")
+    q1, r1 = alice.ask(room, "My name is Ada.")
+    q2, r2 = alice.ask(room, "What is my name?")
     assert _asked_with(gemini) == [("user", "My name is Ada."), ("model", "Echo: My name is Ada."),
                                    ("user", "What is my name?")]
     # Edit the first question: post under its parent (the top).
-    e1, f1 = _ask(alice, room, "My name is Grace.", parent_id=None)
+    e1, f1 = alice.ask(room, "My name is Grace.", parent_id=None)
     assert e1["parent_id"] is None and f1["parent_id"] == e1["id"]
     assert _asked_with(gemini) == [("user", "My name is Grace.")]
     assert _branch(alice, room) == [("My name is Grace.", [q1["id"], e1["id"]]), ("Echo: My name is Grace.", [f1["id"]])]
     # A follow-up continues the new branch only.
-    _ask(alice, room, "And now?")
+    alice.ask(room, "And now?")
     assert _asked_with(gemini) == [("user", "My name is Grace."), ("model", "Echo: My name is Grace."),
                                    ("user", "And now?")]
     # Edit the second question of the old branch: under r1.
-    e2, _ = _ask(alice, room, "What was my name?", parent_id=r1["id"])
+    e2, _ = alice.ask(room, "What was my name?", parent_id=r1["id"])
     assert _asked_with(gemini) == [("user", "My name is Ada."), ("model", "Echo: My name is Ada."),
                                    ("user", "What was my name?")]
     assert [m[0] for m in _branch(alice, room)] == ["My name is Ada.", "Echo: My name is Ada.", "What was my name?",
@@ -79,16 +70,16 @@ def test_edit_starts_a_branch_whose_history_ignores_the_old_one(alice, gemini):
 
 def test_switching_branches_continues_to_the_newest_descendant(alice):
     room = alice.room()
-    q1, r1 = _ask(alice, room, "one")
-    q2, r2 = _ask(alice, room, "two")
-    e1, f1 = _ask(alice, room, "uno", parent_id=None)
+    q1, r1 = alice.ask(room, "one")
+    q2, r2 = alice.ask(room, "two")
+    e1, f1 = alice.ask(room, "uno", parent_id=None)
     r = alice.put(f"/chatroom/{room}/active-leaf", json={"message_id": q1["id"]})
     assert r.status_code == 200, r.json
     assert r.json["active_leaf_id"] == r2["id"]
     assert [m["content"] for m in r.json["messages"]] == ["one", "Echo: one", "two", "Echo: two"]
     assert alice.get("/chatroom").json["chatrooms"][0]["active_leaf_id"] == r2["id"]  # the cached list follows
     # The next post continues the branch switched to.
-    q3, _ = _ask(alice, room, "three")
+    q3, _ = alice.ask(room, "three")
     assert q3["parent_id"] == r2["id"]
     back = alice.put(f"/chatroom/{room}/active-leaf", json={"message_id": f1["id"]}).json
     assert [m["content"] for m in back["messages"]] == ["uno", "Echo: uno"]
@@ -96,8 +87,8 @@ def test_switching_branches_continues_to_the_newest_descendant(alice):
 
 def test_pages_follow_the_active_branch(alice):
     room = alice.room()
-    old = [_ask(alice, room, f"old {i}") for i in range(2)]
-    _ask(alice, room, "new 0", parent_id=old[0][1]["id"])  # a branch after the first exchange
+    old = [alice.ask(room, f"old {i}") for i in range(2)]
+    alice.ask(room, "new 0", parent_id=old[0][1]["id"])  # a branch after the first exchange
     page = alice.get(f"/chatroom/{room}/messages?limit=2").json
     assert [m["content"] for m in page["messages"]] == ["new 0", "Echo: new 0"] and page["has_more"] is True
     older = alice.get(f"/chatroom/{room}/messages?limit=5&before={page['messages'][0]['id']}").json
@@ -109,9 +100,9 @@ def test_pages_follow_the_active_branch(alice):
 
 def test_bad_parents_and_leaves_are_refused_and_cost_nothing(alice, app, client):
     room = alice.room()
-    question, reply = _ask(alice, room, "hi")
+    question, reply = alice.ask(room, "hi")
     other = alice.room("Other")
-    _, elsewhere = _ask(alice, other, "elsewhere")
+    _, elsewhere = alice.ask(other, "elsewhere")
     for parent in (question["id"], elsewhere["id"], 999999):
         r = alice.post(f"/chatroom/{room}/message", json={"content": "x", "parent_id": parent})
         assert r.status_code == 422 and r.json["errors"]["json"]["parent_id"], r.json

@@ -1,18 +1,7 @@
 """Chatroom routes: CRUD, ordering, pagination, the per-user list cache, and S1 (another user's rooms)."""
 import pytest
 
-from tests.chat_helpers import ChatUser
 from tests.conftest import BACKEND
-
-
-@pytest.fixture()
-def alice(app, client):
-    return ChatUser(app, client)
-
-
-@pytest.fixture()
-def bob(app, client):
-    return ChatUser(app, client)
 
 
 def test_create_with_name_title_or_default(alice):

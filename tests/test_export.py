@@ -20,15 +20,6 @@ from tests.chat_helpers import ChatUser
 SAFE_DISPOSITION = re.compile(r'^attachment; filename="[A-Za-z0-9._-]+"$')
 
 
-def _ask(user: ChatUser, room: int, content: str, **body) -> tuple[dict, dict]:
-    """Post and wait for the reply: (user message, finished reply)."""
-    r = user.post(f"/chatroom/{room}/message", json={"content": content, **body})
-    assert r.status_code == 202, r.json
-    reply = user.finished_reply(room, r.json["reply"]["id"])
-    assert reply["status"] == "complete", reply
-    return r.json["message"], reply
-
-
 def _conforms(app, response, path: str, method: str = "GET", **path_parameters) -> None:
     """The response is one the OpenAPI document describes: status, content type, headers and body."""
     schema = schemathesis.openapi.from_dict(app.test_client().get("/openapi.json").json)
@@ -195,9 +186,9 @@ def test_a_deleted_room_is_404(app, client, fmt):
 def test_json_has_the_whole_tree_and_markdown_the_active_branch(app, client, gemini, worker):
     alice = ChatUser(app, client, pro=True)
     room = alice.room("Trip to Lisbon")
-    q1, r1 = _ask(alice, room, "My name is Ada.")
-    q2, r2 = _ask(alice, room, "What is my name?")
-    e1, f1 = _ask(alice, room, "My name is Grace.", parent_id=None)  # edit the first question: a new branch
+    q1, r1 = alice.ask(room, "My name is Ada.")
+    q2, r2 = alice.ask(room, "What is my name?")
+    e1, f1 = alice.ask(room, "My name is Grace.", parent_id=None)  # edit the first question: a new branch
 
     r = alice.get(f"/chatroom/{room}/export?format=json")
     assert r.status_code == 200 and r.mimetype == "application/json"

@@ -4,11 +4,6 @@ import pytest
 from tests.chat_helpers import ChatUser
 
 
-@pytest.fixture()
-def alice(app, client):
-    return ChatUser(app, client)
-
-
 def _exchange(user: ChatUser) -> tuple[int, dict]:
     room = user.room()
     return room, user.say(room, "Rate my answer")

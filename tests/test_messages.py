@@ -4,12 +4,6 @@ from sqlalchemy.exc import IntegrityError
 
 from gemini_backend.extensions import db
 from gemini_backend.models import Message
-from tests.chat_helpers import ChatUser
-
-
-@pytest.fixture()
-def alice(app, client):
-    return ChatUser(app, client)
 
 
 @pytest.mark.parametrize("field", ["content", "message", "input"])

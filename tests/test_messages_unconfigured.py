@@ -1,12 +1,4 @@
 """Replies when Gemini is not configured (its own module: no shared consumer with a key runs here)."""
-import pytest
-
-from tests.chat_helpers import ChatUser
-
-
-@pytest.fixture()
-def alice(app, client):
-    return ChatUser(app, client)
 
 
 def test_no_api_key_fails_with_ai_not_configured(app, alice, fake_gemini):

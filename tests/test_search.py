@@ -17,16 +17,6 @@ from tests.chat_helpers import ChatUser
 MARKUP = re.compile(r"</?mark>")
 
 
-@pytest.fixture()
-def alice(app, client):
-    return ChatUser(app, client)
-
-
-@pytest.fixture()
-def bob(app, client):
-    return ChatUser(app, client)
-
-
 def add(app, room_id: int, *contents: str, role: str = "user", parent_id: int | None = None) -> list[int]:
     """Store messages in a room directly (any text, as a finished reply could hold) and return their ids."""
     with app.app_context():

@@ -7,7 +7,7 @@ from flask_jwt_extended import get_jwt, jwt_required
 
 from gemini_backend.errors import document_errors
 from gemini_backend.extensions import limiter
-from gemini_backend.http import Blueprint
+from gemini_backend.http import BEARER, Blueprint
 from gemini_backend.schemas.auth import (ChangePasswordSchema, ForgotPasswordSchema, LoginSchema, LogoutSchema,
                                          OtpSentSchema, PasswordChangedSchema, ResetPasswordSchema, SendOtpSchema,
                                          SignupResponseSchema, SignupSchema, TokensSchema, VerifyOtpSchema)
@@ -15,7 +15,6 @@ from gemini_backend.schemas.common import MessageOnlySchema
 from gemini_backend.services import auth, tokens
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Phone OTP and password login, JWT sessions")
-BEARER = [{"bearerAuth": []}]
 
 
 def _auth_rate_limit() -> str:

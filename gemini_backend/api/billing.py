@@ -8,13 +8,12 @@ from flask.views import MethodView
 from flask_jwt_extended import jwt_required
 
 from gemini_backend.errors import document_errors
-from gemini_backend.http import Blueprint
+from gemini_backend.http import BEARER, Blueprint
 from gemini_backend.schemas.billing import CheckoutSchema, PortalSchema, SubscriptionSchema
 from gemini_backend.services import billing
 from gemini_backend.services.tokens import current_account
 
 blp = Blueprint("billing", __name__, description="Pro subscription through Stripe")
-BEARER = [{"bearerAuth": []}]
 
 
 @blp.route("/subscribe/pro")

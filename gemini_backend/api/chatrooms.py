@@ -7,8 +7,8 @@ from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity, jwt_required
 
-from gemini_backend.errors import AppError, document_errors
-from gemini_backend.http import Blueprint, json_response
+from gemini_backend.errors import InvalidField, document_errors
+from gemini_backend.http import BEARER, Blueprint, json_response
 from gemini_backend.schemas.billing import RATE_LIMIT_HEADERS
 from gemini_backend.schemas.chat import (ActiveLeafSchema, ChatroomCreateSchema, ChatroomDetailSchema, ChatroomListSchema,
                                          ChatroomSchema, ChatroomUpdateSchema, FeedbackUpdateSchema,
@@ -18,7 +18,6 @@ from gemini_backend.schemas.chat import (ActiveLeafSchema, ChatroomCreateSchema,
 from gemini_backend.services import chat, messages, quota, sse
 
 blp = Blueprint("chatrooms", __name__, url_prefix="/chatroom", description="Chatrooms and messages")
-BEARER = [{"bearerAuth": []}]
 IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": False,
                       "schema": {"type": "string", "maxLength": 255},
                       "description": "Retrying with the same key within 24 h returns the first response. "
@@ -34,9 +33,7 @@ def _idempotency_key() -> str | None:
     """The Idempotency-Key header, trimmed (422 when it holds control characters, which no store keeps safely)."""
     key = (request.headers.get("Idempotency-Key") or "").strip()[:255] or None
     if key and _CONTROL_CHARACTERS.search(key):
-        raise AppError("Idempotency-Key: Must not contain control characters.", status=422,
-                       error="validation_error",
-                       errors={"headers": {"Idempotency-Key": ["Must not contain control characters."]}})
+        raise InvalidField("Idempotency-Key", "Must not contain control characters.", location="headers")
     return key
 
 

@@ -7,13 +7,12 @@ from flask_jwt_extended import get_jwt_identity, jwt_required
 
 from gemini_backend.api.shares import share_url
 from gemini_backend.errors import document_errors
-from gemini_backend.http import Blueprint
+from gemini_backend.http import BEARER, Blueprint
 from gemini_backend.schemas.export import ExportQuerySchema, RoomExportSchema, UserExportSchema
 from gemini_backend.services import chat, export
 from gemini_backend.services.tokens import current_account
 
 blp = Blueprint("exports", __name__, description="Download a chatroom or everything stored about you")
-BEARER = [{"bearerAuth": []}]
 DOWNLOAD_HEADERS = {"Content-Disposition": {
     "description": "`attachment; filename=\"...\"`: a download, with a name safe on any system.",
     "schema": {"type": "string"}, "required": True}}

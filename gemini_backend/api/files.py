@@ -9,12 +9,11 @@ from flask_jwt_extended import get_jwt_identity, jwt_required
 
 from gemini_backend.config import DEFAULT_ATTACHMENT_TYPES
 from gemini_backend.errors import document_errors
-from gemini_backend.http import Blueprint, json_response, multipart_body
+from gemini_backend.http import BEARER, Blueprint, json_response, multipart_body
 from gemini_backend.schemas.files import FileListQuerySchema, FileListSchema, FileSchema, FileUploadSchema
 from gemini_backend.services import files
 
 blp = Blueprint("files", __name__, url_prefix="/files", description="Attachments: files to send with messages")
-BEARER = [{"bearerAuth": []}]
 _file_schema = FileSchema()
 _BYTES = {"schema": {"type": "string", "format": "binary"}}
 

@@ -5,12 +5,11 @@ from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity, jwt_required
 
 from gemini_backend.errors import document_errors
-from gemini_backend.http import Blueprint
+from gemini_backend.http import BEARER, Blueprint
 from gemini_backend.schemas.search import SearchPageSchema, SearchQuerySchema
 from gemini_backend.services import search
 
 blp = Blueprint("search", __name__, url_prefix="/search", description="Full-text search over your messages")
-BEARER = [{"bearerAuth": []}]
 
 
 @blp.route("")

@@ -7,12 +7,11 @@ from flask_jwt_extended import get_jwt_identity, jwt_required
 
 from gemini_backend.errors import document_errors
 from gemini_backend.extensions import limiter
-from gemini_backend.http import Blueprint, json_response
+from gemini_backend.http import BEARER, Blueprint, json_response
 from gemini_backend.schemas.shares import ShareListSchema, ShareSchema, SharedSnapshotSchema
 from gemini_backend.services import shares
 
 blp = Blueprint("shares", __name__, description="Read-only share links of a chatroom's conversation")
-BEARER = [{"bearerAuth": []}]
 SHARE_ID_PARAMETER = {"in": "path", "name": "share_id", "required": True,
                       "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
 # Nobody but the link's holders should find a conversation: search engines are asked not to index it, and no

@@ -7,14 +7,13 @@ from flask_jwt_extended import jwt_required
 
 from gemini_backend.errors import document_errors
 from gemini_backend.extensions import limiter
-from gemini_backend.http import Blueprint
+from gemini_backend.http import BEARER, Blueprint
 from gemini_backend.schemas.auth import DeleteAccountSchema, UserSchema
 from gemini_backend.schemas.billing import RATE_LIMIT_HEADERS, UsageSchema
 from gemini_backend.services import accounts, quota, token_usage
 from gemini_backend.services.tokens import current_account
 
 blp = Blueprint("users", __name__, url_prefix="/user", description="The signed-in user")
-BEARER = [{"bearerAuth": []}]
 
 
 @blp.route("/me")

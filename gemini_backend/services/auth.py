@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from gemini_backend.errors import AppError, Conflict, Unauthorized
+from gemini_backend.errors import AppError, Conflict, InvalidField, Unauthorized
 from gemini_backend.extensions import db
 from gemini_backend.models import User
 from gemini_backend.services import otp
@@ -82,9 +82,8 @@ def change_password(user: User, new_password: str, current_password: str | None,
     session goes on with a fresh pair (its access token keeps working until it expires)."""
     if user.password_hash is not None:
         if not current_password:
-            raise AppError("Send current_password to change an existing password.", status=422,
-                           error="validation_error",
-                           errors={"json": {"current_password": ["Required when a password is set."]}})
+            raise InvalidField("current_password", "Required when a password is set.",
+                               message="Send current_password to change an existing password.")
         if not verify_password(user.password_hash, current_password):
             raise AppError("The current password is wrong.", status=400, error="wrong_password")
     user.password_hash = hash_password(new_password)

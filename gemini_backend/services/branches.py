@@ -62,6 +62,15 @@ def branch_page(room: Chatroom, before: int | None, after: int | None, limit: in
     return page, len(rows) > limit
 
 
+def active_branch(room: Chatroom) -> list[Message]:
+    """Every message of the room's active branch, oldest first (empty when the room has none)."""
+    if room.active_leaf_id is None:
+        return []
+    path = ancestry(room.active_leaf_id, room.id)
+    return list(db.session.scalars(select(Message).join(path, Message.id == path.c.id)
+                                   .order_by(path.c.depth.desc())).all())
+
+
 def with_siblings(room_id: int, page: Sequence[Message]) -> None:
     """Set each message's sibling_ids: the messages with its parent, itself included, oldest first (one query)."""
     parents = {message.parent_id for message in page}

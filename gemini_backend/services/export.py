@@ -21,8 +21,8 @@ from gemini_backend.schemas.auth import UserSchema
 from gemini_backend.schemas.billing import SubscriptionSchema, UsageSchema
 from gemini_backend.schemas.chat import ChatroomSchema, MessageSchema
 from gemini_backend.schemas.files import FileSchema
-from gemini_backend.services import files, quota, token_usage
-from gemini_backend.services.shares import active_branch, shared_messages
+from gemini_backend.services import branches, files, quota, token_usage
+from gemini_backend.services.shares import shared_messages
 
 PAGE_SIZE = 500  # messages (or files, shares) read per query and written per chunk
 _room_schema = ChatroomSchema()
@@ -155,7 +155,7 @@ def _status_note(message: Message) -> str | None:
 
 def room_markdown(room: Chatroom) -> str:
     """The room's active branch to read: the title, then each turn under a heading naming who spoke."""
-    messages = active_branch(room)
+    messages = branches.active_branch(room)
     files.with_attachments(messages)
     title = " ".join(room.name.split()) or Chatroom.DEFAULT_NAME
     lines = [f"# {title}", "", f"_Exported {utcnow():%Y-%m-%d %H:%M} UTC: the conversation as the room shows it "

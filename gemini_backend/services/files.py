@@ -13,7 +13,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import undefer
 
-from gemini_backend.errors import AppError, Conflict, NotFound
+from gemini_backend.errors import AppError, Conflict, InvalidField, NotFound
 from gemini_backend.extensions import db
 from gemini_backend.models import Message, MessageAttachment, StoredFile
 from gemini_backend.services.tokens import user_state
@@ -53,8 +53,7 @@ def store_upload(user_id: int, stream: IO[bytes], name: str | None, declared: st
         raise AppError(f"The file is larger than {limit} bytes, the most your plan uploads.", status=413,
                        error="file_too_large")
     if not data:
-        raise AppError("file: Must not be empty.", status=422, error="validation_error",
-                       errors={"files": {"file": ["Must not be empty."]}})
+        raise InvalidField("file", "Must not be empty.", location="files")
     name = clean_name(name)
     mime_type = detect_type(data, declared, name)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -197,8 +196,7 @@ def attachable(user_id: int, file_ids: Sequence[int]) -> list[dict[str, Any]]:
     missing = [file_id for file_id in file_ids if file_id not in found]
     if missing:
         problem = f"No such file of yours: {', '.join(map(str, missing))}."
-        raise AppError(f"attachment_ids: {problem}", status=422, error="validation_error",
-                       errors={"json": {"attachment_ids": [problem]}})
+        raise InvalidField("attachment_ids", problem)
     return [found[file_id] for file_id in file_ids]
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.exc import IntegrityError
 
 from gemini_backend.caching import drop_chatroom_list
-from gemini_backend.errors import AppError, Conflict, NotFound
+from gemini_backend.errors import AppError, Conflict, InvalidField, NotFound
 from gemini_backend.extensions import db
 from gemini_backend.models import Chatroom, IdempotencyKey, Message, MessageAttachment, utcnow
 from gemini_backend.schemas.chat import MessageSchema
@@ -103,8 +103,7 @@ def _check_parent(user_id: int, room_id: int, parent_id: int | None) -> None:
     db.session.commit()
     if parent_id is not None and role != "model":
         problem = "Must be a reply of this chatroom (or null for the first message)."
-        raise AppError(f"parent_id: {problem}", status=422, error="validation_error",
-                       errors={"json": {"parent_id": [problem]}})
+        raise InvalidField("parent_id", problem)
 
 
 # The post's statements, built once; bind parameters carry each post's values. Plain statements (no server-side
@@ -207,8 +206,7 @@ def _attach(conn: Connection, message_id: int, file_ids: Sequence[int]) -> None:
                                           for position, file_id in enumerate(file_ids)])
     except IntegrityError:  # the file was deleted since the check (its foreign key): the post rolls back
         problem = "A file was deleted meanwhile."
-        raise AppError(f"attachment_ids: {problem}", status=422, error="validation_error",
-                       errors={"json": {"attachment_ids": [problem]}}) from None
+        raise InvalidField("attachment_ids", problem) from None
 
 
 def _replay(user_id: int, key: str, request_hash: str) -> dict | None:

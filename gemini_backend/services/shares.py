@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gemini_backend.errors import Conflict, NotFound
 from gemini_backend.extensions import db
-from gemini_backend.models import Chatroom, Message, Share, utcnow
+from gemini_backend.models import Chatroom, Share, utcnow
 from gemini_backend.schemas.shares import SHARED_MESSAGE_FIELDS, SharedMessageSchema
 from gemini_backend.services import branches
 from gemini_backend.services.chat import get_room
@@ -21,19 +21,10 @@ _SHARE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SHARE_ID_BYTES = 32  # 256 bits
 
 
-def active_branch(room: Chatroom) -> list[Message]:
-    """Every message of the room's active branch, oldest first (empty when the room has none)."""
-    if room.active_leaf_id is None:
-        return []
-    path = branches.ancestry(room.active_leaf_id, room.id)
-    return list(db.session.scalars(select(Message).join(path, Message.id == path.c.id)
-                                   .order_by(path.c.depth.desc())).all())
-
-
 def snapshot(room: Chatroom) -> list[dict[str, Any]]:
     """The room's active branch as a share shows it; a reply still being written is left out (frozen, it would
     show as pending forever)."""
-    return [_shared_message_schema.dump(message) for message in active_branch(room) if message.status != "pending"]
+    return [_shared_message_schema.dump(message) for message in branches.active_branch(room) if message.status != "pending"]
 
 
 def create_share(user_id: int, room_id: int) -> Share:

@@ -2,13 +2,6 @@
 `flask worker` consumer process, the real google-genai SDK and the fake Gemini server."""
 import pytest
 
-from tests.chat_helpers import ChatUser
-
-
-@pytest.fixture()
-def alice(app, client):
-    return ChatUser(app, client)
-
 
 def test_r4_timeouts_and_outage_then_recovery(alice, gemini, worker):
     """R4: a timeout (Gemini slower than GEMINI_TIMEOUT) and a 503 are retried; the reply completes once."""
