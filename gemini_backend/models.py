@@ -68,12 +68,17 @@ class User(db.Model):
     @property
     def tier(self) -> str:
         """'pro' or 'basic'."""
-        return "pro" if (self.is_pro or self.pro_override) else "basic"
+        return tier_of(self.is_pro, self.pro_override)
 
     @property
     def has_password(self) -> bool:
         """Whether a password login is possible."""
         return self.password_hash is not None
+
+
+def tier_of(is_pro: bool, pro_override: bool) -> str:
+    """'pro' (a live subscription, or Pro granted by hand) or 'basic'."""
+    return "pro" if (is_pro or pro_override) else "basic"
 
 
 class OtpChallenge(db.Model):

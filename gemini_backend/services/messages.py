@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from sqlalchemy import Boolean, Select, bindparam, case, insert, literal, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.exc import IntegrityError
 
@@ -235,17 +235,24 @@ def get_message(user_id: int, room_id: int, message_id: int) -> Message:
     return message
 
 
-def find_reply(user_id: int, room_id: int, message_id: int) -> Message:
+def find_reply(user_id: int, room_id: int, message_id: int) -> Row:
     """The reply of a message of the user's room (the message itself when it is a reply; the newest of a user
-    message's replies), in one query; 404 otherwise."""
-    reply = db.session.scalars(
-        select(Message).join(Chatroom, Chatroom.id == Message.chatroom_id)
-        .where(Chatroom.id == room_id, Chatroom.user_id == user_id, Message.role == "model",
-               or_(Message.id == message_id, Message.reply_to == message_id)).order_by(Message.id.desc())).first()
+    message's replies), as a row of the messages table read in one query on a connection of its own; 404
+    otherwise."""
+    with db.engine.connect() as conn:  # Core: the callers only read the row, and a session costs more CPU
+        reply = conn.execute(_FIND_REPLY, {"user_id": user_id, "room_id": room_id, "message_id": message_id}).first()
     if reply is None:
         get_message(user_id, room_id, message_id)  # the room's or the message's own 404
         raise NotFound("This message has no reply.", error="message_not_found")
     return reply
+
+
+_FIND_REPLY = (
+    select(_messages).join(_rooms, _rooms.c.id == _messages.c.chatroom_id)
+    .where(_rooms.c.id == bindparam("room_id"), _rooms.c.user_id == bindparam("user_id"), _messages.c.role == "model",
+           or_(_messages.c.id == bindparam("message_id"), _messages.c.reply_to == bindparam("message_id")))
+    .order_by(_messages.c.id.desc()).limit(1)
+)
 
 
 def reply_for(message: Message) -> Message | None:

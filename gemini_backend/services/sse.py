@@ -12,6 +12,7 @@ import time
 from typing import Any, Iterator
 
 from sqlalchemy import select
+from sqlalchemy.engine import Row
 
 from gemini_backend import metrics
 from gemini_backend.extensions import db
@@ -40,7 +41,7 @@ def _closing_event(status: str) -> str:
 FINAL_DELTA_ID, FINAL_END_ID = "0-1", "0-2"
 
 
-def _final_events(reply: Message, last_event_id: str | None) -> Iterator[str]:
+def _final_events(reply: Row, last_event_id: str | None) -> Iterator[str]:
     """The stored reply as one delta (unless the client has it) and its closing event."""
     body = _message_schema.dump(reply)
     if _closing_event(reply.status) == "done" and reply.content and last_event_id != FINAL_DELTA_ID:
@@ -48,28 +49,19 @@ def _final_events(reply: Message, last_event_id: str | None) -> Iterator[str]:
     yield event(_closing_event(reply.status), body, FINAL_END_ID)
 
 
-def _load(reply_id: int) -> Message | None:
-    """The reply as it is stored now (detached), or None when it was deleted."""
-    reply = db.session.scalars(select(Message).where(Message.id == reply_id)).first()
-    if reply is not None:
-        _detach(reply)
-    return reply
+def _load(reply_id: int) -> Row | None:
+    """The reply as it is stored now (a row of the messages table), or None when it was deleted; the connection goes
+    back at once, so the stream holds none while it waits."""
+    with db.engine.connect() as conn:
+        return conn.execute(select(Message.__table__).where(Message.__table__.c.id == reply_id)).first()
 
 
-def _detach(reply: Message) -> None:
-    """Take the row out of the session and end the transaction: reading the row later opens none, so the stream
-    holds no connection while it waits (a row left in the session would be expired by the commit and re-read)."""
-    db.session.expunge(reply)
-    db.session.commit()
-
-
-def reply_events(reply: Message, last_event_id: str | None) -> Iterator[str]:
-    """The SSE stream of one reply (as the route loaded it), resuming after last_event_id."""
-    _detach(reply)  # now, in the route: the stream's generator runs after the route has returned
+def reply_events(reply: Row, last_event_id: str | None) -> Iterator[str]:
+    """The SSE stream of one reply (as the route loaded it, messages.find_reply), resuming after last_event_id."""
     return _events(reply, last_event_id)
 
 
-def _events(reply: Message, last_event_id: str | None) -> Iterator[str]:
+def _events(reply: Row, last_event_id: str | None) -> Iterator[str]:
     with metrics.OPEN_STREAMS.track_inprogress():  # left when the client goes away too (GeneratorExit)
         # At once, so the client and any proxy get the headers before the first chunk (which may be seconds away).
         yield ": stream open\n\n"
@@ -79,7 +71,7 @@ def _events(reply: Message, last_event_id: str | None) -> Iterator[str]:
         yield from _redis_events(reply.id, reply, last_event_id)
 
 
-def _embedded_events(reply_id: int, reply: Message, last_event_id: str | None) -> Iterator[str]:
+def _embedded_events(reply_id: int, reply: Row, last_event_id: str | None) -> Iterator[str]:
     """Without Redis: wait for the stored reply (polling, with heartbeats) and send it whole."""
     last_beat = time.monotonic()
     while reply is not None and reply.status == "pending":
@@ -92,7 +84,7 @@ def _embedded_events(reply_id: int, reply: Message, last_event_id: str | None) -
         yield from _final_events(reply, last_event_id)
 
 
-def _redis_events(reply_id: int, reply: Message, last_event_id: str | None) -> Iterator[str]:
+def _redis_events(reply_id: int, reply: Row, last_event_id: str | None) -> Iterator[str]:
     """Follow the reply's entries from last_event_id through the process's listener; finish with the stored reply.
 
     Watching costs this request no Redis connection while it waits; the stream itself is read only to catch up

@@ -13,14 +13,13 @@ from typing import Any
 
 from flask import current_app, g
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt_identity
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 
 from gemini_backend.caching import drop_user_state, user_state_key
 from gemini_backend.errors import Unauthorized
 from gemini_backend.extensions import cache, db, jwt
-from gemini_backend.models import RevokedToken, User, utcnow
+from gemini_backend.models import RevokedToken, User, tier_of, utcnow
 
 
 def issue_tokens(user: User, sid: str | None = None) -> dict[str, Any]:
@@ -103,26 +102,31 @@ def user_state(user_id: int) -> dict[str, Any] | None:
     if state is not None:
         memo[user_id] = state
         return state
-    reading_alone = not db.session().in_transaction()
-    user = db.session.get(User, user_id, options=[joinedload(User.subscription)])  # one query, not two
-    if user is None:
+    # One statement on a connection of its own (the request's session, if it has a transaction, is not touched):
+    # the user's row, joined to the sessions it logged out.
+    with db.engine.connect() as conn:
+        rows = conn.execute(_USER_STATE, {"user_id": user_id, "now": utcnow()}).all()
+    if not rows:
         return None
-    now = utcnow()
-    revoked = db.session.scalars(
-        select(RevokedToken.jti).where(RevokedToken.user_id == user_id, RevokedToken.kind == "sid",
-                                       RevokedToken.expires_at > now)).all()
-    state = {"tier": user.tier, "ver": user.token_version, "revoked_sessions": sorted(revoked),
+    user = rows[0]
+    state = {"tier": tier_of(user.is_pro, user.pro_override), "ver": user.token_version,
+             "revoked_sessions": sorted(row.jti for row in rows if row.jti is not None),
              "kept_session": user.kept_session_id}
-    if reading_alone:
-        # Hand the connection back: the request (a message post writing on a connection of its own, a stream)
-        # must not hold this one until it ends.
-        db.session.commit()
     try:
         cache.set(key, state, timeout=current_app.config["CHATROOM_CACHE_TTL"])
     except Exception:
         pass
     memo[user_id] = state
     return state
+
+
+_users, _revoked = User.__table__, RevokedToken.__table__
+_USER_STATE = (
+    select(_users.c.is_pro, _users.c.pro_override, _users.c.token_version, _users.c.kept_session_id, _revoked.c.jti)
+    .select_from(_users.outerjoin(_revoked, and_(_revoked.c.user_id == _users.c.id, _revoked.c.kind == "sid",
+                                                 _revoked.c.expires_at > bindparam("now"))))
+    .where(_users.c.id == bindparam("user_id"))
+)
 
 
 @jwt.token_in_blocklist_loader
