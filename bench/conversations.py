@@ -44,7 +44,7 @@ class ConvoSettings:
     burst: int = 300
     open_streams: int = 5000
     alone: int = 5
-    capacity_rates: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 400)
+    capacity_rates: tuple[float, ...] = (1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 400)
     capacity_seconds: float = 10
     timeout: float = 30  # a conversation not done by then counts as an error
     hold: float = 20  # seconds the open streams are held after the last one was asked for
