@@ -7,6 +7,7 @@ The fake Gemini (bench/fake_gemini.py, its own process) sends its first chunk F 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import statistics
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 from bench import talk as client
 from bench.figures import Row
 from bench.load import percentile
-from bench.procstat import Monitor, Peaks, group_cpu, memory_kib, sockets_to, tree
+from bench.procstat import Monitor, Peaks, group_cpu, machine_cpu, memory_kib, named_cpu, sockets_to, tree
 from bench.services import Proc, Stack
 from bench.talk import INF, ChatUser, Drive, Talk
 
@@ -215,6 +216,8 @@ class Run:
     drive: Drive
     peaks: Peaks
     cpu: dict[str, float]  # group -> CPU seconds spent during the run
+    stores: dict[str, float] = field(default_factory=dict)  # PostgreSQL and Redis servers' CPU seconds meanwhile
+    machine: float = 0.0  # CPU seconds the whole machine was busy meanwhile
     exact: int = 0
     posted: int = 0
     problems: dict[str, int] = field(default_factory=dict)
@@ -283,14 +286,33 @@ def run(servers: Servers, stack: Stack, name: str, talks: list[Talk], offsets: l
         s: ConvoSettings, abort: client.Abort | None = None) -> Run:
     """Drive the conversations with the monitor on; wait for the replies; check each one in the database."""
     roots = servers.roots()
-    before = group_cpu(roots)
+    before, stores_before, machine_before = group_cpu(roots), named_cpu(STORES), machine_cpu()
     with Monitor(roots, stack.database_url, stack.dbname, stack.redis_url, every=s.every) as monitor:
         drive = asyncio.run(client.drive(servers.base, talks, offsets, reader_token, s.timeout, s.every, abort))
-    after = group_cpu(roots)
+    after, stores_after, machine_after = group_cpu(roots), named_cpu(STORES), machine_cpu()
     result = Run(name, drive, monitor.peaks, {g: after[g] - before.get(g, 0.0) for g in after},
-                 monitor_error=monitor.error)
+                 {label: stores_after[label] - stores_before[label] for label in STORES},
+                 machine_after - machine_before, monitor_error=monitor.error)
     check_replies(stack.database_url, result, 2 if (drive.aborted or result.errors) else s.settle)
     return result
+
+
+STORES = {"PostgreSQL": "postgres", "Redis": "redis-server"}  # label -> process name prefix
+
+
+def machine_row(name: str, r: Run) -> Row:
+    """Where the whole machine's CPU went during a run, per conversation, and how many conversations a second the
+    machine's cores could serve at that cost if nothing ever waited."""
+    count = max(1, len(r.talks))
+    parts = {"web": r.cpu.get("web", 0.0), "consumer": r.cpu.get("consumer", 0.0), **r.stores,
+             "load client": r.drive.client_cpu}
+    rest = max(0.0, r.machine - sum(parts.values()))
+    total = max(r.machine, sum(parts.values())) / count * 1000
+    cores = os.cpu_count() or 1
+    text = " + ".join(f"{label} {value / count * 1000:.1f}" for label, value in parts.items())
+    return Row(f"{name}: the whole machine's CPU per conversation (PostgreSQL and Redis: their whole servers)",
+               f"{text} + the rest (fake Gemini, kernel, other) {rest / count * 1000:.1f} = {total:.1f} ms",
+               f"{cores} cores / {total:.1f} ms = at most {cores * 1000 / total:.0f} conversations/s", "-")
 
 
 def check_replies(database_url: str, result: Run, settle: float) -> None:
@@ -444,6 +466,7 @@ def steady_rows(r: Run, stack: Stack, count: int, rate: float, alone_done: float
             f"{fake_cpu:.1f} s", f"{per_convo * 1000:.1f} ms/conversation ("
             f"{max(0.0, sum(r.cpu.values()) - idle * d.wall) / max(1, count) * 1000:.1f} above idle)",
             "-"),
+        machine_row(name, r),
         client_row(name, d),
     ]
     return rows
@@ -545,9 +568,10 @@ def capacity_rows(servers: Servers, stack: Stack, people: Population, reader_tok
         total, count = sum(result.cpu.values()), max(1, len(result.talks))
         return total / count, max(0.0, total - idle * result.drive.wall) / count
 
-    tried: list[tuple[float, bool, str, tuple[float, float]]] = []  # rate, met, why not, CPU per conversation
+    # rate, met, why not, CPU per conversation, the run
+    tried: list[tuple[float, bool, str, tuple[float, float], Run]] = []
     steady_broken = steady.broken(alone_done)
-    tried.append((s.rate, not steady_broken, "; ".join(steady_broken), cpu(steady)))
+    tried.append((s.rate, not steady_broken, "; ".join(steady_broken), cpu(steady), steady))
     going_up = not steady_broken
     rates = sorted((r for r in s.capacity_rates if r > s.rate), reverse=False) if going_up else \
         sorted((r for r in s.capacity_rates if r < s.rate), reverse=True)
@@ -561,7 +585,7 @@ def capacity_rows(servers: Servers, stack: Stack, people: Population, reader_tok
         why = "; ".join(broken)
         if share > SATURATED:  # a saturated client can only make the server look worse
             why += f"{'; ' if why else ''}load client saturated ({share:.0%} of a core)"
-        tried.append((rate, not broken, why, cpu(result)))
+        tried.append((rate, not broken, why, cpu(result), result))
         print(f"    capacity run at {rate:g}/s ({count} conversations): {'met' if not broken else 'NOT met'}"
               + (f": {why}" if why else ""), flush=True)
         if result.dirty or broken:
@@ -571,7 +595,7 @@ def capacity_rows(servers: Servers, stack: Stack, people: Population, reader_tok
     passing = [t for t in tried if t[1]]
     best = max(passing, key=lambda t: t[0]) if passing else None
     summary = ", ".join(f"{rate:g}/s " + ("met" if met else "not met") + (f" ({why})" if why else "")
-                        for rate, met, why, _ in tried)
+                        for rate, met, why, _, _ in tried)
     if best is None:
         measured = f"below {min(t[0] for t in tried):g}/s (every rate tried missed a goal)"
         cpu_text = (f"{tried[0][3][0] * 1000:.1f} ms server CPU/conversation ({tried[0][3][1] * 1000:.1f} above "
@@ -581,9 +605,11 @@ def capacity_rows(servers: Servers, stack: Stack, people: Population, reader_tok
         measured = f"{best[0]:g} conversations/s" + (" (the highest rate tried)" if best[0] == top else "")
         cpu_text = (f"{best[3][0] * 1000:.1f} ms server CPU/conversation (web + consumer; {best[3][1] * 1000:.1f} "
                     f"above idle) at {best[0]:g}/s")
+    shown = best or min(tried, key=lambda t: t[0])  # the machine's CPU where the rate is reported
     return [Row(f"C2 capacity: highest steady rate meeting every C1 goal (search runs of {s.capacity_seconds:g} s, "
                 f"stopped early once a goal is lost; the {s.rate:g}/s run is C1's)", f"{measured}; tried: {summary}",
-                cpu_text, f">= {GOAL_CAPACITY}/s", best is not None and best[0] >= GOAL_CAPACITY)]
+                cpu_text, f">= {GOAL_CAPACITY}/s", best is not None and best[0] >= GOAL_CAPACITY),
+            machine_row(f"C2 capacity at {shown[0]:g}/s", shown[4])]
 
 
 def open_stream_rows(servers: Servers, stack: Stack, people: Population, s: ConvoSettings) -> list[Row]:

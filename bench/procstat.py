@@ -48,6 +48,29 @@ def cpu_seconds(pid: int, reaped: bool = True) -> float:
     return ticks / TICK
 
 
+def named_cpu(names: dict[str, str]) -> dict[str, float]:
+    """CPU seconds so far of every process whose command name starts with each prefix (label -> prefix): the
+    whole PostgreSQL and Redis servers, other databases' work included; with what they reaped (ended backends)."""
+    totals = {label: 0.0 for label in names}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+        except OSError:
+            continue
+        for label, prefix in names.items():
+            if comm.startswith(prefix):
+                totals[label] += cpu_seconds(int(entry.name))
+    return totals
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all cores; not idle, not waiting for I/O)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICK
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) in KiB; zeros when the process is gone."""
     rss = hwm = 0
