@@ -5,7 +5,7 @@ import re
 
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
-from flask_jwt_extended import get_jwt_identity, jwt_required
+from flask_jwt_extended import jwt_required
 
 from gemini_backend.errors import InvalidField, document_errors
 from gemini_backend.http import BEARER, Blueprint, json_response
@@ -16,6 +16,7 @@ from gemini_backend.schemas.chat import (ActiveLeafSchema, ChatroomCreateSchema,
                                          MessageSchema, PageQuerySchema, PostedMessageSchema, RoomQuerySchema,
                                          WaitQuerySchema)
 from gemini_backend.services import chat, messages, quota, sse
+from gemini_backend.services.tokens import current_user_id
 
 blp = Blueprint("chatrooms", __name__, url_prefix="/chatroom", description="Chatrooms and messages")
 IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": False,
@@ -24,9 +25,6 @@ IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": Fal
                                      "Printable text; longer keys are cut to 255 characters."}
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
-
-def _user_id() -> int:
-    return int(get_jwt_identity())
 
 
 def _idempotency_key() -> str | None:
@@ -45,7 +43,7 @@ class ChatroomList(MethodView):
     @blp.doc(security=BEARER)
     def get(self):
         """List your chatrooms, newest activity first (cached per user)."""
-        body, hit = chat.list_rooms(_user_id())
+        body, hit = chat.list_rooms(current_user_id())
         return Response(body, 200, {"X-Cache": "HIT" if hit else "MISS"}, mimetype="application/json")
 
     @jwt_required()
@@ -55,7 +53,7 @@ class ChatroomList(MethodView):
     @blp.doc(security=BEARER)
     def post(self, data):
         """Create a chatroom."""
-        return chat.create_room(_user_id(), **data)
+        return chat.create_room(current_user_id(), **data)
 
 
 @blp.route("/<id:room_id>")
@@ -67,7 +65,7 @@ class ChatroomById(MethodView):
     @blp.doc(security=BEARER)
     def get(self, args, room_id):
         """A chatroom with its newest messages (oldest first)."""
-        return chat.room_with_messages(_user_id(), room_id, args["limit"])
+        return chat.room_with_messages(current_user_id(), room_id, args["limit"])
 
     @jwt_required()
     @blp.arguments(ChatroomUpdateSchema)
@@ -76,7 +74,7 @@ class ChatroomById(MethodView):
     @blp.doc(security=BEARER)
     def patch(self, data, room_id):
         """Rename a chatroom or change its reply settings (model, system instruction, temperature, output length)."""
-        return chat.update_room(_user_id(), room_id, data)
+        return chat.update_room(current_user_id(), room_id, data)
 
     @jwt_required()
     @blp.response(204)
@@ -84,7 +82,7 @@ class ChatroomById(MethodView):
     @blp.doc(security=BEARER)
     def delete(self, room_id):
         """Delete a chatroom and its messages."""
-        chat.delete_room(_user_id(), room_id)
+        chat.delete_room(current_user_id(), room_id)
 
 
 @blp.route("/<id:room_id>/messages")
@@ -96,7 +94,7 @@ class MessagePage(MethodView):
     @blp.doc(security=BEARER)
     def get(self, args, room_id):
         """A page of the active branch, oldest first: the newest messages, or those before/after a message id."""
-        page, has_more = chat.page_messages(_user_id(), room_id, args.get("before"), args.get("after"),
+        page, has_more = chat.page_messages(current_user_id(), room_id, args.get("before"), args.get("after"),
                                             args["limit"])
         return {"messages": page, "has_more": has_more}
 
@@ -121,7 +119,7 @@ class MessagePost(MethodView):
         With `parent_id` the message follows that reply instead of the active leaf: posting under an earlier
         message's parent edits it, starting a branch that becomes the active one. With `attachment_ids` your files
         (POST /files) go to Gemini with it; an unknown id is a 422 that stores nothing and uses no quota."""
-        user_id = _user_id()
+        user_id = current_user_id()
         body, usage = messages.post_message(user_id, room_id, data["content"], _idempotency_key(),
                                             data.get("parent_id", messages.ACTIVE_LEAF),
                                             data.get("attachment_ids") or ())
@@ -143,7 +141,7 @@ class MessageById(MethodView):
     @blp.doc(security=BEARER)
     def get(self, args, room_id, message_id):
         """One message; with ?wait=N on a pending reply, answers when it finishes or after N seconds."""
-        message = messages.get_message(_user_id(), room_id, message_id)
+        message = messages.get_message(current_user_id(), room_id, message_id)
         if message.status == "pending" and args["wait"] > 0:
             return messages.wait_until_finished(message.id, args["wait"])
         return message
@@ -158,7 +156,7 @@ class MessageRetry(MethodView):
     @blp.doc(security=BEARER)
     def post(self, room_id, message_id):
         """Start a new attempt for a failed or blocked reply (uses no quota)."""
-        return messages.retry_reply(_user_id(), room_id, message_id)
+        return messages.retry_reply(current_user_id(), room_id, message_id)
 
 
 @blp.route("/<id:room_id>/message/<id:message_id>/regenerate")
@@ -172,7 +170,7 @@ class MessageRegenerate(MethodView):
     def post(self, room_id, message_id):
         """Answer a user message again (give it or one of its replies): a new reply beside the earlier ones, which
         becomes the active leaf. Uses one quota unit."""
-        reply, usage = messages.regenerate_reply(_user_id(), room_id, message_id)
+        reply, usage = messages.regenerate_reply(current_user_id(), room_id, message_id)
         return json_response(messages.dump_message(reply), 202, quota.rate_limit_headers(usage))
 
 
@@ -187,7 +185,7 @@ class MessageStop(MethodView):
     def post(self, room_id, message_id):
         """Stop a pending reply (give it or its user message): it ends `stopped` with the text so far; one that had
         not started never calls Gemini and gives its quota unit back. Works whichever machine runs it."""
-        reply = messages.stop_reply(_user_id(), room_id, message_id)
+        reply = messages.stop_reply(current_user_id(), room_id, message_id)
         return json_response(messages.dump_message(reply), 202 if reply.status == "pending" else 200)
 
 
@@ -202,7 +200,7 @@ class ActiveLeaf(MethodView):
     def put(self, data, args, room_id):
         """Switch the room to the branch through a message (it continues to that message's newest descendant);
         the room along it."""
-        return chat.switch_branch(_user_id(), room_id, data["message_id"], args["limit"])
+        return chat.switch_branch(current_user_id(), room_id, data["message_id"], args["limit"])
 
 
 @blp.route("/<id:room_id>/message/<id:message_id>/feedback")
@@ -214,7 +212,7 @@ class MessageFeedback(MethodView):
     @blp.doc(security=BEARER)
     def put(self, data, room_id, message_id):
         """Rate a reply up or down, with an optional comment (rating null and no comment: take it back)."""
-        return messages.rate_reply(_user_id(), room_id, message_id, data["rating"], data["comment"])
+        return messages.rate_reply(current_user_id(), room_id, message_id, data["rating"], data["comment"])
 
 
 @blp.route("/<id:room_id>/message/<id:message_id>/stream")
@@ -228,6 +226,6 @@ class MessageStream(MethodView):
                                            "schema": {"type": "string"}}])
     def get(self, room_id, message_id):
         """Stream a reply as Gemini produces it (Server-Sent Events)."""
-        reply = messages.find_reply(_user_id(), room_id, message_id)
+        reply = messages.find_reply(current_user_id(), room_id, message_id)
         events = sse.reply_events(reply, request.headers.get("Last-Event-ID"))
         return Response(stream_with_context(events), mimetype="text/event-stream", headers=sse.stream_headers())

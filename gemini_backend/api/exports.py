@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from flask import Response, stream_with_context
 from flask.views import MethodView
-from flask_jwt_extended import get_jwt_identity, jwt_required
+from flask_jwt_extended import jwt_required
 
 from gemini_backend.api.shares import share_url
 from gemini_backend.errors import document_errors
 from gemini_backend.http import BEARER, Blueprint
 from gemini_backend.schemas.export import ExportQuerySchema, RoomExportSchema, UserExportSchema
 from gemini_backend.services import chat, export
-from gemini_backend.services.tokens import current_account
+from gemini_backend.services.tokens import current_account, current_user_id
 
 blp = Blueprint("exports", __name__, description="Download a chatroom or everything stored about you")
 DOWNLOAD_HEADERS = {"Content-Disposition": {
@@ -37,7 +37,7 @@ class RoomExport(MethodView):
     @blp.doc(security=BEARER)
     def get(self, args, room_id):
         """Download a chatroom: JSON (the whole message tree) or Markdown (the active branch)."""
-        room = chat.get_room(int(get_jwt_identity()), room_id)
+        room = chat.get_room(current_user_id(), room_id)
         if args["format"] == "markdown":
             return _download(export.room_markdown(room), "text/markdown", export.export_filename(room, "md"))
         filename = export.export_filename(room, "json")

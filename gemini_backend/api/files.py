@@ -5,26 +5,24 @@ from urllib.parse import quote
 
 from flask import Response
 from flask.views import MethodView
-from flask_jwt_extended import get_jwt_identity, jwt_required
+from flask_jwt_extended import jwt_required
 
 from gemini_backend.config import DEFAULT_ATTACHMENT_TYPES
 from gemini_backend.errors import document_errors
 from gemini_backend.http import BEARER, Blueprint, json_response, multipart_body
 from gemini_backend.schemas.files import FileListQuerySchema, FileListSchema, FileSchema, FileUploadSchema
 from gemini_backend.services import files
+from gemini_backend.services.tokens import current_user_id
 
 blp = Blueprint("files", __name__, url_prefix="/files", description="Attachments: files to send with messages")
 _file_schema = FileSchema()
 _BYTES = {"schema": {"type": "string", "format": "binary"}}
 
 
-def _user_id() -> int:
-    return int(get_jwt_identity())
-
 
 def _upload_body_limit() -> int:
     """The upload's body limit: the user's file limit and the multipart framing around it."""
-    return files.upload_limit(_user_id()) + files.MULTIPART_OVERHEAD
+    return files.upload_limit(current_user_id()) + files.MULTIPART_OVERHEAD
 
 
 @blp.route("")
@@ -36,7 +34,7 @@ class FileList(MethodView):
     @blp.doc(security=BEARER)
     def get(self, args):
         """List your files (metadata only), newest first."""
-        page, has_more = files.list_files(_user_id(), args.get("before"), args["limit"])
+        page, has_more = files.list_files(current_user_id(), args.get("before"), args["limit"])
         return {"files": page, "has_more": has_more}
 
     @jwt_required()
@@ -56,7 +54,7 @@ class FileList(MethodView):
         bytes; nothing is stored when it is refused. Stored once per content: the same bytes again answer 200 with
         the file stored the first time."""
         upload = data["file"]
-        stored, created = files.store_upload(_user_id(), upload.stream, upload.filename, upload.content_type)
+        stored, created = files.store_upload(current_user_id(), upload.stream, upload.filename, upload.content_type)
         return json_response(_file_schema.dump(stored), 201 if created else 200)
 
 
@@ -69,7 +67,7 @@ class FileById(MethodView):
         "content": {mime_type: _BYTES for mime_type in DEFAULT_ATTACHMENT_TYPES}}})
     def get(self, file_id):
         """Download one of your files."""
-        stored = files.get_file(_user_id(), file_id, with_data=True)
+        stored = files.get_file(current_user_id(), file_id, with_data=True)
         mimetype = f"{stored.mime_type}; charset=utf-8" if stored.mime_type.startswith("text/") else stored.mime_type
         return Response(stored.data, 200, {"Content-Type": mimetype, "Content-Disposition": _disposition(stored.name),
                                            "ETag": f'"{stored.sha256}"'})
@@ -80,7 +78,7 @@ class FileById(MethodView):
     @blp.doc(security=BEARER)
     def delete(self, file_id):
         """Delete one of your files that no message uses."""
-        files.delete_file(_user_id(), file_id)
+        files.delete_file(current_user_id(), file_id)
 
 
 def _disposition(name: str) -> str:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from flask import current_app, url_for
 from flask.views import MethodView
-from flask_jwt_extended import get_jwt_identity, jwt_required
+from flask_jwt_extended import jwt_required
 
 from gemini_backend.errors import document_errors
 from gemini_backend.extensions import limiter
 from gemini_backend.http import BEARER, Blueprint, json_response
 from gemini_backend.schemas.shares import ShareListSchema, ShareSchema, SharedSnapshotSchema
 from gemini_backend.services import shares
+from gemini_backend.services.tokens import current_user_id
 
 blp = Blueprint("shares", __name__, description="Read-only share links of a chatroom's conversation")
 SHARE_ID_PARAMETER = {"in": "path", "name": "share_id", "required": True,
@@ -45,7 +46,7 @@ class RoomShares(MethodView):
     def post(self, room_id):
         """Share the room's conversation as it is now: a read-only snapshot of its active branch (later messages,
         other branches, attachments, ratings and token counts are not shared); anyone with the link may read it."""
-        return _with_url(shares.create_share(int(get_jwt_identity()), room_id))
+        return _with_url(shares.create_share(current_user_id(), room_id))
 
     @jwt_required()
     @blp.response(200, ShareListSchema)
@@ -53,7 +54,7 @@ class RoomShares(MethodView):
     @blp.doc(security=BEARER)
     def get(self, room_id):
         """The room's share links, newest first."""
-        return {"shares": [_with_url(share) for share in shares.list_shares(int(get_jwt_identity()), room_id)]}
+        return {"shares": [_with_url(share) for share in shares.list_shares(current_user_id(), room_id)]}
 
 
 @blp.route("/chatroom/<id:room_id>/shares/<share_id>")
@@ -64,7 +65,7 @@ class RoomShare(MethodView):
     @blp.doc(security=BEARER, parameters=[SHARE_ID_PARAMETER])
     def delete(self, room_id, share_id):
         """Revoke a share link: it answers 404 from now on."""
-        shares.revoke_share(int(get_jwt_identity()), room_id, share_id)
+        shares.revoke_share(current_user_id(), room_id, share_id)
 
 
 @blp.route("/shared/<share_id>")

@@ -327,7 +327,6 @@ def stop_reply(user_id: int, room_id: int, message_id: int) -> Message:
     reply = find_reply(user_id, room_id, message_id)
     if reply.status != "pending":
         raise AppError("This reply has already ended.", status=409, error="not_stoppable")
-    db.session.commit()
     request_stop(reply.id)
     return wait_until_finished(reply.id, STOP_WAIT_SECONDS)
 

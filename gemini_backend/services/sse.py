@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Row
 
 from gemini_backend import metrics
@@ -49,19 +49,18 @@ def _final_events(reply: Row, last_event_id: str | None) -> Iterator[str]:
     yield event(_closing_event(reply.status), body, FINAL_END_ID)
 
 
+_LOAD_REPLY = select(Message.__table__).where(Message.__table__.c.id == bindparam("reply_id"))
+
+
 def _load(reply_id: int) -> Row | None:
     """The reply as it is stored now (a row of the messages table), or None when it was deleted; the connection goes
     back at once, so the stream holds none while it waits."""
     with db.engine.connect() as conn:
-        return conn.execute(select(Message.__table__).where(Message.__table__.c.id == reply_id)).first()
+        return conn.execute(_LOAD_REPLY, {"reply_id": reply_id}).first()
 
 
 def reply_events(reply: Row, last_event_id: str | None) -> Iterator[str]:
     """The SSE stream of one reply (as the route loaded it, messages.find_reply), resuming after last_event_id."""
-    return _events(reply, last_event_id)
-
-
-def _events(reply: Row, last_event_id: str | None) -> Iterator[str]:
     with metrics.OPEN_STREAMS.track_inprogress():  # left when the client goes away too (GeneratorExit)
         # At once, so the client and any proxy get the headers before the first chunk (which may be seconds away).
         yield ": stream open\n\n"

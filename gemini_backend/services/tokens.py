@@ -157,9 +157,14 @@ def _kept_access_token(payload: dict, state: dict[str, Any]) -> bool:
             and payload.get("ver") == state["ver"] - 1)
 
 
+def current_user_id() -> int:
+    """The signed-in user's id, from the request's verified access token."""
+    return int(get_jwt_identity())
+
+
 def current_account() -> User:
     """The signed-in user's row, loaded by the routes that need it (not on every authenticated request)."""
-    user = db.session.get(User, int(get_jwt_identity()))
+    user = db.session.get(User, current_user_id())
     if user is None:  # deleted after the revocation check of this very request
         raise Unauthorized("The token's user no longer exists.", error="token_invalid")
     return user
